@@ -1,0 +1,1 @@
+"""polyflax: a JAX/Flax NNX encoder-decoder Transformer that expands factored polynomials."""
