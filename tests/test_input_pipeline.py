@@ -1,0 +1,332 @@
+"""Tests of the length-bucketed batch iterators."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from polyflax import input_pipeline
+from polyflax.vocab import Vocab
+
+EOS = 2
+BUCKETS = (12, 16, 20, 32)
+
+
+def _random_ids(rng, lengths, width=32):
+  """Rows of random data ids (4..35) ending in eos, 0-padded; `lengths` count the eos."""
+  ids = np.zeros((len(lengths), width), dtype=np.int32)
+  for row, length in enumerate(lengths):
+    ids[row, :length - 1] = rng.integers(4, 36, size=length - 1)
+    ids[row, length - 1] = EOS
+  return ids
+
+
+def _synthetic(num_examples, seed=0):
+  """Source and target ids with lengths spread over every default bucket."""
+  rng = np.random.default_rng(seed)
+  src_lengths = rng.integers(2, 31, size=num_examples)
+  tgt_lengths = rng.integers(2, 25, size=num_examples)
+  return _random_ids(rng, src_lengths), _random_ids(rng, tgt_lengths)
+
+
+def _take(iterator, num_batches):
+  return list(itertools.islice(iterator, num_batches))
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for batch_a, batch_b in zip(a, b):
+    assert batch_a.keys() == batch_b.keys()
+    for key in batch_a:
+      np.testing.assert_array_equal(batch_a[key], batch_b[key], err_msg=key)
+
+
+def _concat_batches(batches):
+  return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+
+
+def _check_batch_content(batch, src, tgt, buckets=BUCKETS):
+  """Rows hold their examples, padded to a bucket length; padding rows are empty."""
+  assert batch["inputs"].dtype == np.int32 and batch["targets"].dtype == np.int32
+  assert batch["example_mask"].dtype == np.float32 and batch["index"].dtype == np.int32
+  size, length = batch["inputs"].shape
+  assert batch["targets"].shape == (size, length)
+  assert batch["example_mask"].shape == batch["index"].shape == (size,)
+  assert length in buckets
+  real = batch["example_mask"] == 1
+  assert np.all(real | (batch["example_mask"] == 0))
+  np.testing.assert_array_equal(real, batch["index"] >= 0)
+  rows = batch["index"][real]
+  np.testing.assert_array_equal(batch["inputs"][real], src[rows, :length])
+  np.testing.assert_array_equal(batch["targets"][real], tgt[rows, :length])
+  assert not src[rows, length:].any() and not tgt[rows, length:].any()
+  assert not batch["inputs"][~real].any() and not batch["targets"][~real].any()
+  # The bucket is the first one that fits the longer side.
+  longest = np.maximum(input_pipeline.example_lengths(src[rows]),
+                       input_pipeline.example_lengths(tgt[rows]))
+  smaller = [b for b in buckets if b < length]
+  if smaller and rows.size:
+    assert longest.min() > smaller[-1]
+
+
+def test_example_lengths_count_up_to_last_token():
+  ids = np.array([[5, 6, 2, 0], [5, 0, 2, 0], [0, 0, 0, 0], [5, 6, 7, 2]])
+  np.testing.assert_array_equal(input_pipeline.example_lengths(ids), [3, 3, 0, 4])
+
+
+def test_assign_buckets_picks_first_fitting_bucket():
+  rng = np.random.default_rng(0)
+  src = _random_ids(rng, [12, 13, 3, 30, 16])
+  tgt = _random_ids(rng, [2, 2, 17, 2, 16])
+  np.testing.assert_array_equal(input_pipeline.assign_buckets(src, tgt), [0, 1, 2, 3, 1])
+
+
+def test_assign_buckets_rejects_too_long_examples():
+  rng = np.random.default_rng(0)
+  src = _random_ids(rng, [5, 33], width=40)
+  tgt = _random_ids(rng, [5, 5], width=40)
+  with pytest.raises(ValueError, match="example 1 has 33 tokens"):
+    input_pipeline.assign_buckets(src, tgt)
+  with pytest.raises(ValueError, match="example 1"):
+    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0)
+
+
+def test_bucket_batch_sizes_keep_tokens_per_batch():
+  assert input_pipeline.bucket_batch_sizes(256) == (680, 512, 408, 256)
+  sizes = input_pipeline.bucket_batch_sizes(256, BUCKETS, batch_multiple=3, process_count=2)
+  assert sizes == (672, 504, 408, 240)
+  for size, length in zip(sizes, BUCKETS):
+    assert size % 24 == 0
+    assert size * length <= 256 * 32
+  assert input_pipeline.bucket_batch_sizes(1, BUCKETS, batch_multiple=16) == (16,) * 4
+
+
+@pytest.mark.parametrize("batch_multiple, process_count", [(1, 1), (3, 1), (4, 2), (6, 4)])
+def test_train_batch_sizes_are_multiples(batch_multiple, process_count):
+  src, tgt = _synthetic(3000)
+  iterator = input_pipeline.TrainIterator(
+      src, tgt, batch_size=40, seed=1, batch_multiple=batch_multiple,
+      process_count=process_count)
+  for batch in _take(iterator, iterator.steps_per_epoch):
+    global_size = batch["inputs"].shape[0] * process_count
+    assert global_size % batch_multiple == 0 and global_size % 8 == 0
+
+
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_epoch_covers_every_example_at_most_once(drop_remainder):
+  src, tgt = _synthetic(1000)
+  iterator = input_pipeline.TrainIterator(
+      src, tgt, batch_size=24, seed=3, drop_remainder=drop_remainder)
+  for epoch in range(2):
+    assert iterator.epoch == epoch and iterator.position == 0
+    batches = _take(iterator, iterator.steps_per_epoch)
+    for batch in batches:
+      _check_batch_content(batch, src, tgt)
+    seen = np.concatenate([b["index"][b["example_mask"] == 1] for b in batches])
+    assert np.unique(seen).size == seen.size
+    if drop_remainder:
+      assert all(b["example_mask"].all() for b in batches)
+      expected = sum(n // b * b for n, b in zip(iterator.bucket_counts, iterator.batch_sizes))
+      assert seen.size == expected
+      assert seen.size > 1000 - sum(iterator.batch_sizes)
+    else:
+      np.testing.assert_array_equal(np.sort(seen), np.arange(1000))
+  assert iterator.epoch == 2
+
+
+def test_batches_of_all_buckets_are_interleaved():
+  src, tgt = _synthetic(2000)
+  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=0)
+  lengths = [b["inputs"].shape[1] for b in _take(iterator, iterator.steps_per_epoch)]
+  assert set(lengths) == set(BUCKETS)
+  assert lengths != sorted(lengths) and lengths != sorted(lengths, reverse=True)
+  assert set(iterator.batch_shapes()) == set(BUCKETS)
+
+
+def test_same_seed_and_epoch_give_same_batches_other_epochs_differ():
+  src, tgt = _synthetic(600)
+  first = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=7)
+  second = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=7)
+  other_seed = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=8)
+  steps = first.steps_per_epoch
+  epochs = [_take(first, steps) for _ in range(2)]
+  _assert_batches_equal(epochs[0], _take(second, steps))
+  _assert_batches_equal(epochs[1], _take(second, steps))
+  order = [np.concatenate([b["index"] for b in epoch]) for epoch in epochs]
+  assert not np.array_equal(order[0], order[1])
+  other_order = np.concatenate([b["index"] for b in _take(other_seed, steps)])
+  assert not np.array_equal(order[0], other_order)
+
+
+@pytest.mark.parametrize("stop_after", [0, 5, 14])  # the epoch has 15 steps here
+def test_resume_from_state(stop_after):
+  src, tgt = _synthetic(700)
+  original = input_pipeline.TrainIterator(src, tgt, batch_size=32, seed=11)
+  assert original.steps_per_epoch == 15
+  _take(original, original.steps_per_epoch + stop_after)
+  state = original.get_state()
+  assert state == {"seed": 11, "epoch": 1, "position": stop_after}
+  state = json.loads(json.dumps(state))  # plain ints survive JSON
+  resumed = input_pipeline.TrainIterator(src, tgt, batch_size=32, seed=11)
+  resumed.set_state(state)
+  assert (resumed.epoch, resumed.position) == (1, stop_after)
+  # Continue across the next epoch boundary.
+  _assert_batches_equal(_take(resumed, 25), _take(original, 25))
+  assert resumed.get_state() == original.get_state()
+
+
+def test_state_at_end_of_epoch_rolls_over():
+  src, tgt = _synthetic(300)
+  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=2)
+  reference = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=2)
+  _take(reference, reference.steps_per_epoch)
+  assert reference.get_state() == {"seed": 2, "epoch": 1, "position": 0}
+  iterator.set_state({"seed": 2, "epoch": 0, "position": iterator.steps_per_epoch})
+  assert iterator.get_state() == reference.get_state()
+  _assert_batches_equal(_take(iterator, 3), _take(reference, 3))
+
+
+@pytest.mark.parametrize("state", [
+    {"seed": 3, "epoch": 0, "position": 0},
+    {"seed": 2, "epoch": 0},
+    {"seed": 2, "epoch": -1, "position": 0},
+    {"seed": 2, "epoch": 0, "position": 10_000},
+    {"seed": 2, "epoch": "x", "position": 0},
+])
+def test_set_state_rejects_bad_states(state):
+  src, tgt = _synthetic(300)
+  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=2)
+  with pytest.raises(ValueError):
+    iterator.set_state(state)
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+@pytest.mark.parametrize("drop_remainder", [True, False])
+def test_process_slices_concatenate_to_single_process_batch(process_count, drop_remainder):
+  src, tgt = _synthetic(900)
+  settings = dict(batch_size=32, seed=5, batch_multiple=process_count,
+                  drop_remainder=drop_remainder)
+  single = input_pipeline.TrainIterator(src, tgt, **settings)
+  shards = [
+      input_pipeline.TrainIterator(
+          src, tgt, process_index=p, process_count=process_count, **settings)
+      for p in range(process_count)]
+  num_batches = single.steps_per_epoch + 3  # into the second epoch
+  assert all(shard.steps_per_epoch == single.steps_per_epoch for shard in shards)
+  per_process = [_take(shard, num_batches) for shard in shards]
+  for step, whole in enumerate(_take(single, num_batches)):
+    _assert_batches_equal([_concat_batches([batches[step] for batches in per_process])], [whole])
+
+
+def test_empty_epoch_is_an_error():
+  src, tgt = _synthetic(20)
+  with pytest.raises(ValueError, match="no full batch"):
+    input_pipeline.TrainIterator(src, tgt, batch_size=64, seed=0)
+  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=64, seed=0, drop_remainder=False)
+  assert iterator.steps_per_epoch > 0
+
+
+def test_bad_arguments():
+  src, tgt = _synthetic(50)
+  with pytest.raises(ValueError, match="process_index"):
+    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0, process_index=2, process_count=2)
+  with pytest.raises(ValueError, match="seed"):
+    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=-1)
+  with pytest.raises(ValueError, match="different numbers"):
+    input_pipeline.TrainIterator(src, tgt[:-1], batch_size=8, seed=0)
+  with pytest.raises(ValueError, match="buckets"):
+    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0, buckets=(16, 12, 32))
+
+
+def test_eval_batches_count_each_example_once():
+  src, tgt = _synthetic(1000)
+  batches = input_pipeline.eval_batches(src, tgt, batch_size=24)
+  listed = list(batches)
+  assert len(listed) == len(batches) == input_pipeline.num_eval_batches(src, tgt, batch_size=24)
+  for batch in listed:
+    _check_batch_content(batch, src, tgt)
+  seen = np.concatenate([b["index"][b["example_mask"] == 1] for b in listed])
+  np.testing.assert_array_equal(np.sort(seen), np.arange(1000))
+  # Only the last batch of each bucket is padded, and only by what is missing.
+  padding = sum(int((b["example_mask"] == 0).sum()) for b in listed)
+  assert padding == sum(-n % size for n, size in zip(batches.bucket_counts, batches.batch_sizes))
+  for batch in listed:
+    assert np.all(batch["index"][batch["example_mask"] == 0] == -1)
+  # Deterministic: buckets in order of length, file order inside a bucket.
+  _assert_batches_equal(listed, list(batches))
+  lengths = [b["inputs"].shape[1] for b in listed]
+  assert lengths == sorted(lengths)
+  for length in set(lengths):
+    rows = np.concatenate([b["index"] for b in listed if b["inputs"].shape[1] == length])
+    rows = rows[rows >= 0]
+    assert np.all(np.diff(rows) > 0)
+
+
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_eval_process_slices_concatenate(process_count):
+  src, tgt = _synthetic(500)
+  single = list(input_pipeline.eval_batches(src, tgt, batch_size=16, batch_multiple=process_count))
+  shards = [
+      list(input_pipeline.eval_batches(
+          src, tgt, batch_size=16, batch_multiple=process_count,
+          process_index=p, process_count=process_count))
+      for p in range(process_count)]
+  assert all(len(shard) == len(single) for shard in shards)
+  for step, whole in enumerate(single):
+    _assert_batches_equal([_concat_batches([shard[step] for shard in shards])], [whole])
+
+
+def test_pipeline_on_encoded_lines():
+  """From text through `encode_batch` to batches and back."""
+  lines = ["(21-t)*(-6*t-4)=6*t**2-122*t-84", "-5*(14-4*tan(i))*tan(i)=20*tan(i)**2-70*tan(i)",
+           "3*x**2=3*x**2", "(7-3*z)*(z+1)=-3*z**2+4*z+7", "2*n*(n-9)=2*n**2-18*n"] * 20
+  vocab = Vocab.default()
+  factored, expanded = zip(*(line.split("=") for line in lines))
+  src, tgt = vocab.encode_batch(factored, 32), vocab.encode_batch(expanded, 32)
+  decoded = {}
+  for batch in input_pipeline.eval_batches(src, tgt, batch_size=8):
+    for row, index in enumerate(batch["index"]):
+      if index >= 0:
+        decoded[int(index)] = (vocab.decode(batch["inputs"][row]) + "=" +
+                               vocab.decode(batch["targets"][row]))
+  assert [decoded[i] for i in range(len(lines))] == lines
+  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0)
+  batch = next(iterator)
+  assert batch["inputs"].shape[1] in (12, 16, 20)  # all these lines fit 20 tokens with eos
+
+
+_SPLIT_LINES = [
+    "(21-t)*(-6*t-4)=6*t**2-122*t-84",
+    "",
+    "x*(x+1)=x**2+x",
+    "x+1",  # no `=`
+    "a=b=c",  # two
+    "w**2=w**2",  # w is not a variable of the data
+    "(-9*z-32)*(-8*z-31)=72*z**2+535*z+992",  # 19 + 1 tokens, too long for max_len 16
+    "-7*sin(i)**2=-7*sin(i)**2",
+]
+
+
+@pytest.mark.parametrize("bad_line_number", [4, 5, 6, 7])
+def test_load_split_names_the_bad_line(tmp_path, bad_line_number):
+  path = tmp_path / "split.txt"
+  good = [1, 2, 3, 8]
+  path.write_text("\n".join(_SPLIT_LINES[n - 1] for n in sorted(good + [bad_line_number])))
+  position = sorted(good + [bad_line_number]).index(bad_line_number) + 1
+  with pytest.raises(ValueError, match=rf"split\.txt:{position}:"):
+    input_pipeline.load_split(path, Vocab.default(), 16)
+
+
+def test_load_split_skips_bad_lines(tmp_path):
+  path = tmp_path / "split.txt"
+  path.write_text("\n".join(_SPLIT_LINES) + "\n")
+  vocab = Vocab.default()
+  src, tgt, pairs = input_pipeline.load_split(path, vocab, 16, skip_bad=True)
+  assert pairs == [("(21-t)*(-6*t-4)", "6*t**2-122*t-84"), ("x*(x+1)", "x**2+x"),
+                   ("-7*sin(i)**2", "-7*sin(i)**2")]
+  assert src.shape == tgt.shape == (3, 16) and src.dtype == tgt.dtype == np.int32
+  np.testing.assert_array_equal(src, vocab.encode_batch([a for a, _ in pairs], 16))
+  np.testing.assert_array_equal(tgt, vocab.encode_batch([b for _, b in pairs], 16))
+  src, _, pairs = input_pipeline.load_split(path, vocab, 32, skip_bad=True)
+  assert src.shape == (4, 32) and pairs[2][0] == "(-9*z-32)*(-8*z-31)"
