@@ -13,9 +13,18 @@ with the model state replicated and the batch sharded over the mesh.
 
 from __future__ import annotations
 
+import functools
+from typing import Iterable, Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
+
+from polyflax import input_pipeline
+from polyflax import sharding
+from polyflax import vocab as vocab_lib
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 NEG_INF = -1e9
@@ -167,3 +176,61 @@ def beam_search(graphdef, params, inputs: jax.Array, *, max_len: int, beam_size:
   scores = final["log_probs"] / length_penalty(final["lengths"], alpha)
   best = jnp.argmax(scores, axis=1)
   return jnp.take_along_axis(final["tokens"], best[:, None, None], axis=1)[:, 0]
+
+
+class Decoder:
+  """Text in, text out: batches, shards and decodes with one compiled function."""
+
+  def __init__(self, graphdef, params, vocab: vocab_lib.Vocab, mesh, *, max_len: int,
+               beam_size: int = 1, length_penalty: float = 0.6):
+    self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
+    self.max_len = max_len
+    if beam_size > 1:
+      fn = functools.partial(beam_search, max_len=max_len, beam_size=beam_size,
+                             alpha=length_penalty)
+    else:
+      fn = functools.partial(greedy_decode, max_len=max_len)
+    replicated = sharding.replicated(mesh)
+    batch_sharded = sharding.batch_sharded(mesh)
+    self._decode = jax.jit(fn, static_argnums=0, in_shardings=(replicated, batch_sharded),
+                           out_shardings=batch_sharded)
+
+  def decode_batch(self, inputs: np.ndarray, params=None) -> np.ndarray:
+    """[b, S] local source ids -> [B, max_len] output ids of the global batch.
+
+    `params` replaces the restored parameters (validation during training).
+    """
+    global_inputs = sharding.put_batch({"inputs": inputs}, self.mesh)["inputs"]
+    params = self.params if params is None else params
+    tokens = self._decode(self.graphdef, params, global_inputs)
+    return np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
+
+  def decode_ids(self, source_ids: np.ndarray, *, batch_size: int,
+                 progress: bool = False, params=None) -> list[str]:
+    """Decodes every row of `source_ids` [N, S]; returns N strings in row order."""
+    vocab = self.vocab
+    batches = input_pipeline.eval_batches(
+        source_ids, np.zeros_like(source_ids), batch_size=batch_size,
+        batch_multiple=sharding.global_batch_multiple(self.mesh),
+        process_index=jax.process_index(), process_count=jax.process_count())
+    outputs: list[str | None] = [None] * len(source_ids)
+    iterator: Iterable = batches
+    if progress and jax.process_index() == 0:
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      iterator = tqdm(batches, total=len(batches), desc="decode", unit="batch",
+                      dynamic_ncols=True)
+    for batch in iterator:
+      tokens = self.decode_batch(batch["inputs"], params)
+      # Every process decodes the same global batch; gather its row indices too.
+      global_index = np.asarray(multihost_utils.process_allgather(
+          sharding.put_batch({"index": batch["index"]}, self.mesh)["index"], tiled=True))
+      for row, text in zip(global_index, vocab.decode_batch(tokens)):
+        if row >= 0:
+          outputs[row] = text
+    return outputs  # type: ignore[return-value]
+
+  def decode_texts(self, sources: Sequence[str], *, batch_size: int,
+                   progress: bool = False) -> list[str]:
+    """Decodes factored strings (each already checked to fit the vocabulary)."""
+    ids = self.vocab.encode_batch(list(sources), self.max_len)
+    return self.decode_ids(ids, batch_size=batch_size, progress=progress)

@@ -91,7 +91,10 @@ class MultiHeadAttention(nnx.Module):
     self.num_heads = config.num_heads
     self.head_dim = dim // config.num_heads
     self.query = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-    self.key = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+    # No key bias: it adds the same amount to every logit of a query, which
+    # softmax ignores, so its gradient is zero up to rounding noise (that Adam
+    # would amplify into a random walk).
+    self.key = nnx.Linear(dim, dim, use_bias=False, dtype=dtype, rngs=rngs)
     self.value = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
     self.out = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(config.attention_dropout_rate)

@@ -1,0 +1,27 @@
+"""Tiny: trains for a few steps in seconds on a CPU (tests and smoke runs)."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  # A small generated dataset of its own, so nothing waits for 1M lines.
+  config.data_dir = "inputs/tiny"
+  config.generated_size = 4000
+  config.model.hidden_dim = 32
+  config.model.num_heads = 4
+  config.model.encoder_layers = 1
+  config.model.decoder_layers = 1
+  config.model.encoder_ff_dim = 64
+  config.model.decoder_ff_dim = 64
+  config.compute_dtype = "float32"
+  config.batch_size = 64
+  config.max_epochs = 2
+  config.warmup_steps = 10
+  config.learning_rate = 3e-3
+  config.val_check_interval = 0.5
+  config.val_exact_match_examples = 64
+  config.eval_batch_size = 256
+  config.log_every_steps = 5
+  config.eval.batch_size = 256
+  return config

@@ -1,0 +1,66 @@
+"""Checks of an experiment config, run before anything is built or compiled.
+
+Each problem is reported with the field and what to change.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """An experiment config that cannot run, with what to change."""
+
+
+_POSITIVE_INTS = (
+    "batch_size", "max_epochs", "max_len", "eval_batch_size", "log_every_steps",
+    "checkpoints_to_keep", "generated_size", "model.hidden_dim", "model.num_heads",
+    "model.encoder_layers", "model.decoder_layers", "model.encoder_ff_dim",
+    "model.decoder_ff_dim", "eval.batch_size", "eval.beam_size",
+)
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split("."):
+    value = value[part]
+  return value
+
+
+def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
+  """Raises ConfigError listing every problem found in `config`."""
+  problems = []
+  for name in _POSITIVE_INTS:
+    value = _get(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      problems.append(f"{name} must be a positive integer (got {value!r})")
+  hidden, heads = config.model.hidden_dim, config.model.num_heads
+  if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
+    problems.append(f"model.hidden_dim={hidden} is not divisible by model.num_heads={heads}: "
+                    f"use a hidden_dim that is a multiple of {heads}, or another num_heads")
+  if isinstance(config.batch_size, int) and config.batch_size > 0 and config.batch_size % num_devices:
+    problems.append(f"batch_size={config.batch_size} does not divide over {num_devices} devices: "
+                    f"use a multiple of {num_devices}")
+  for name in ("model.dropout_rate", "model.attention_dropout_rate", "label_smoothing"):
+    value = _get(config, name)
+    if not 0.0 <= value < 1.0:
+      problems.append(f"{name} must be in [0, 1) (got {value!r})")
+  if not 0.0 < config.val_check_interval <= 1.0:
+    problems.append(f"val_check_interval must be in (0, 1] of an epoch (got {config.val_check_interval!r})")
+  if config.learning_rate <= 0:
+    problems.append(f"learning_rate must be positive (got {config.learning_rate!r})")
+  if config.lr_schedule not in ("cosine", "rsqrt"):
+    problems.append(f"lr_schedule must be 'cosine' or 'rsqrt' (got {config.lr_schedule!r})")
+  if config.compute_dtype not in ("auto", "float32", "bfloat16"):
+    problems.append(f"compute_dtype must be 'auto', 'float32' or 'bfloat16' (got {config.compute_dtype!r})")
+  if problems:
+    raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def check_param_count(num_params: int, config: ml_collections.ConfigDict) -> None:
+  """Refuses a model over the task's parameter cap unless the config allows it."""
+  if num_params > config.max_params and not config.allow_over_max_params:
+    raise ConfigError(
+        f"the model has {num_params:,} parameters, over the cap of {config.max_params:,} "
+        "(the original task's 5M limit): shrink the model, or set "
+        "--config.allow_over_max_params=True to go over it on purpose")
