@@ -9,6 +9,7 @@ Any config field can be overridden, e.g. --config.batch_size=256.
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -22,6 +23,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   from polyflax import cli  # pylint: disable=g-import-not-at-top
   return cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, expr=FLAGS.expr)
 

@@ -22,6 +22,9 @@ def get_config():
   config.skip_bad_lines = False
   # Longest token sequence, eos included (sides have at most 29 characters).
   config.max_len = 32
+  # Examples are padded to the first of these lengths that holds both sides:
+  # one compiled shape per bucket. The last must be at least max_len.
+  config.length_buckets = (12, 16, 20, 32)
 
   # --- model ---------------------------------------------------------------
   config.model = ml_collections.ConfigDict()

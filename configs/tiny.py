@@ -8,6 +8,8 @@ def get_config():
   # A small generated dataset of its own, so nothing waits for 1M lines.
   config.data_dir = "inputs/tiny"
   config.generated_size = 4000
+  # One shape, so a smoke run compiles each step once.
+  config.length_buckets = (32,)
   config.model.hidden_dim = 32
   config.model.num_heads = 4
   config.model.encoder_layers = 1

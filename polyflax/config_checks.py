@@ -53,6 +53,13 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
     problems.append(f"lr_schedule must be 'cosine' or 'rsqrt' (got {config.lr_schedule!r})")
   if config.compute_dtype not in ("auto", "float32", "bfloat16"):
     problems.append(f"compute_dtype must be 'auto', 'float32' or 'bfloat16' (got {config.compute_dtype!r})")
+  buckets = tuple(config.length_buckets)
+  if (not buckets or any(not isinstance(b, int) or b <= 0 for b in buckets)
+      or list(buckets) != sorted(set(buckets))):
+    problems.append(f"length_buckets must be increasing positive integers (got {buckets!r})")
+  elif isinstance(config.max_len, int) and buckets[-1] < config.max_len:
+    problems.append(f"the last of length_buckets={buckets!r} must be at least "
+                    f"max_len={config.max_len}: add a bucket of {config.max_len}")
   if problems:
     raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 

@@ -182,9 +182,11 @@ class Decoder:
   """Text in, text out: batches, shards and decodes with one compiled function."""
 
   def __init__(self, graphdef, params, vocab: vocab_lib.Vocab, mesh, *, max_len: int,
-               beam_size: int = 1, length_penalty: float = 0.6):
+               beam_size: int = 1, length_penalty: float = 0.6,
+               buckets: Sequence[int] = input_pipeline.DEFAULT_BUCKETS):
     self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
     self.max_len = max_len
+    self.buckets = tuple(buckets)
     if beam_size > 1:
       fn = functools.partial(beam_search, max_len=max_len, beam_size=beam_size,
                              alpha=length_penalty)
@@ -212,7 +214,8 @@ class Decoder:
     batches = input_pipeline.eval_batches(
         source_ids, np.zeros_like(source_ids), batch_size=batch_size,
         batch_multiple=sharding.global_batch_multiple(self.mesh),
-        process_index=jax.process_index(), process_count=jax.process_count())
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        buckets=self.buckets)
     outputs: list[str | None] = [None] * len(source_ids)
     iterator: Iterable = batches
     if progress and jax.process_index() == 0:

@@ -49,9 +49,10 @@ batch of an epoch the state is (e + 1, 0). A fresh iterator built on the same
 data and settings and given this state serves exactly the batches the
 original would have served next. The state is JSON-serialisable.
 
-Reading a split (`load_split`): a text file of `factored=expanded` lines
-becomes the two id arrays plus the (factored, expanded) string pairs, row i of
-the arrays being pair i, so `index` leads back to the text.
+Reading a split (`load_split`): a text file of `factored=expanded` lines,
+read and checked by `data.read_pairs`, becomes the two id arrays plus the
+(factored, expanded) string pairs, row i of the arrays being pair i, so
+`index` leads back to the text.
 
 Evaluation order (`eval_batches`). Buckets in order of length, examples in
 file order within each bucket, the last batch of each bucket padded with zero
@@ -63,10 +64,12 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from polyflax import data as data_lib
 from polyflax import vocab as vocab_lib
 
 DEFAULT_BUCKETS = (12, 16, 20, 32)
@@ -81,58 +84,27 @@ def load_split(
     *,
     skip_bad: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-  """Reads and encodes a file of `factored=expanded` lines.
-
-  Blank lines are ignored. A line is bad if it does not hold exactly one `=`,
-  if a side is empty, holds a character outside the vocabulary, or needs more
-  than `max_len` tokens with eos.
+  """Reads (with `data.read_pairs`) and encodes a file of `factored=expanded` lines.
 
   Args:
     path: the text file.
     vocab: the vocabulary to encode with.
-    max_len: width of the returned arrays.
-    skip_bad: leave bad lines out instead of raising.
+    max_len: width of the returned arrays (tokens + eos).
+    skip_bad: leave malformed lines out, reporting how many, instead of
+      stopping at the first with a `data.DataError`.
 
   Returns:
     (src, tgt, pairs): int32 [N, max_len] source and target ids (tokens + eos,
     0-padded) and the N (factored, expanded) pairs, in file order.
-
-  Raises:
-    ValueError: naming the file and line of the first bad line, unless
-      `skip_bad`.
   """
-  with open(path, encoding="utf-8") as f:
-    lines = f.read().splitlines()
-  line_numbers, pairs = [], []
-  for line_number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    sides = line.split("=")
-    if len(sides) != 2 or not sides[0] or not sides[1]:
-      if skip_bad:
-        continue
-      raise ValueError(
-          f"{os.fspath(path)}:{line_number}: expected `factored=expanded`, got {line!r}")
-    line_numbers.append(line_number)
-    pairs.append((sides[0], sides[1]))
-  # Encode wide enough for every line, then check lengths and unknown characters.
-  width = max((max(len(a), len(b)) for a, b in pairs), default=0) + 1
-  src = vocab.encode_batch([a for a, _ in pairs], width)
-  tgt = vocab.encode_batch([b for _, b in pairs], width)
-  too_long = np.maximum(example_lengths(src), example_lengths(tgt)) > max_len
-  unknown = np.any(src == vocab.unk_id, axis=1) | np.any(tgt == vocab.unk_id, axis=1)
-  bad = too_long | unknown
-  if bad.any():
-    if not skip_bad:
-      row = int(np.flatnonzero(bad)[0])
-      reason = (f"needs more than max_len={max_len} tokens with eos" if too_long[row]
-                else "holds a character outside the vocabulary")
-      raise ValueError(
-          f"{os.fspath(path)}:{line_numbers[row]}: {'='.join(pairs[row])!r} {reason}")
-    keep = np.flatnonzero(~bad)
-    src, tgt = src[keep], tgt[keep]
-    pairs = [pairs[row] for row in keep]
-  return _fit_width(src, max_len), _fit_width(tgt, max_len), pairs
+  result = data_lib.read_pairs(path, skip_bad=skip_bad)
+  if result.skipped:
+    print(f"{os.fspath(path)}: skipped {result.skipped} malformed lines "
+          f"(the first: {result.problems[0]})", file=sys.stderr, flush=True)
+  pairs = result.pairs
+  src = vocab.encode_batch([factored for factored, _ in pairs], max_len)
+  tgt = vocab.encode_batch([expanded for _, expanded in pairs], max_len)
+  return src, tgt, pairs
 
 
 def example_lengths(ids: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from flax import nnx, struct
 
 from polyflax import checkpoints
 from polyflax import config_checks
+from polyflax import data as data_lib
 from polyflax import decode
 from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
@@ -197,6 +198,20 @@ def evaluate_metrics(experiment: Experiment, params, batches, limit_batches=None
   return metrics_lib.averages(total) if total is not None else {}
 
 
+def prepare_splits(config: ml_collections.ConfigDict) -> dict:
+  """Paths of the train/val/test splits of `config.data_dir`, made if needed.
+
+  The source is `data_dir/train.txt` when the user has it; otherwise a file of
+  `generated_size` generated lines, `data_dir/dataset.txt`, made once.
+  """
+  source = data_lib.source_path(config.data_dir)
+  if not source.exists():
+    if jax.process_index() == 0:
+      print(f"generating {config.generated_size:,} lines into {source}", flush=True)
+    data_lib.generate_file(source, config.generated_size, config.data_seed)
+  return data_lib.ensure_splits(config.data_dir, seed=config.data_seed)
+
+
 def _write_scalars(writer, step: int, prefix: str, values: dict) -> None:
   if writer is None:
     return
@@ -251,8 +266,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  from polyflax import data as data_lib  # pylint: disable=g-import-not-at-top
-
   mesh = sharding.make_mesh()
   config_checks.check_config(config, num_devices=sharding.global_batch_multiple(mesh))
   is_main = jax.process_index() == 0
@@ -260,8 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # Text -> tokens -> batches.
   vocab = vocab_lib.Vocab.default()
-  paths = data_lib.ensure_splits(config.data_dir, seed=config.data_seed,
-                                 generated_size=config.generated_size)
+  paths = prepare_splits(config)
   train_src, train_tgt, _ = input_pipeline.load_split(paths["train"], vocab, config.max_len,
                                                       skip_bad=config.skip_bad_lines)
   val_src, val_tgt, val_pairs = input_pipeline.load_split(paths["val"], vocab, config.max_len,
@@ -270,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_iter = input_pipeline.TrainIterator(
       train_src, train_tgt, batch_size=config.batch_size, seed=config.seed,
       batch_multiple=batch_multiple, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), buckets=tuple(config.length_buckets))
   steps_per_epoch = train_iter.steps_per_epoch
   total_steps = 1 if fast_dev_run else config.max_epochs * steps_per_epoch
   val_every = max(1, int(round(config.val_check_interval * steps_per_epoch)))
@@ -284,7 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f"devices: {jax.device_count()} x {jax.devices()[0].platform}", flush=True)
 
   # Exact match is measured by greedy decoding of a fixed sample of the validation split.
-  decoder = decode.Decoder(experiment.graphdef, None, vocab, mesh, max_len=config.max_len)
+  decoder = decode.Decoder(experiment.graphdef, None, vocab, mesh, max_len=config.max_len,
+                           buckets=tuple(config.length_buckets))
   num_decoded = min(config.val_exact_match_examples, len(val_pairs))
   if fast_dev_run:
     num_decoded = min(num_decoded, batch_multiple)
@@ -293,7 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     del step
     batches = input_pipeline.eval_batches(
         val_src, val_tgt, batch_size=config.eval_batch_size, batch_multiple=batch_multiple,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        buckets=tuple(config.length_buckets))
     result = evaluate_metrics(experiment, params, batches,
                               limit_batches=1 if fast_dev_run else None)
     if num_decoded:
@@ -339,6 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   window_finite = []  # per-step device flags, read at the next check
   val_metrics = {}
   skipped_steps = 0
+  first_step_of_run = True
   batches = iter(train_iter)
 
   def save(step, metrics=None):
@@ -369,6 +384,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           window_finite.append(sums["finite"])
         pending = metrics_lib.add_sums(pending, sums)
         progress.update(1)
+        if first_step_of_run:
+          # Throughput leaves out the first step, which waits for compilation.
+          jax.block_until_ready(sums)
+          first_step_of_run, window_examples, window_start = False, 0, time.perf_counter()
         at_validation = step % val_every == 0 or step == total_steps
         if step % config.log_every_steps == 0 or at_validation:
           check_finite()

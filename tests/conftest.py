@@ -2,8 +2,17 @@
 
 import os
 import pathlib
+import tempfile
 
 import pytest
+
+# One persistent compilation cache for the whole test run, shared with the
+# subprocesses tests start: the tiny config's steps then compile once.
+# Set before jax is first imported.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="polyflax-jax-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Real lines of the original dataset live beside the checkout, never inside it.

@@ -1,0 +1,127 @@
+"""Training end to end on the tiny config: data parallelism, resume, logs, checkpoints."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from polyflax import checkpoints, cli, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, **overrides):
+  sys.path.insert(0, REPO)
+  from configs import tiny  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.data_dir = str(data_dir)
+  config.generated_size = 2000
+  config.log_every_steps = 3
+  for name, value in overrides.items():
+    target = config
+    *parents, leaf = name.split(".")
+    for parent in parents:
+      target = target[parent]
+    target[leaf] = value
+  return config
+
+
+def read_scalars(path):
+  """{tag: [(step, value)]} of an event file (TFRecord framing of Event protos)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  with open(path, "rb") as f:
+    while header := f.read(12):
+      (length,) = struct.unpack("<Q", header[:8])
+      event = event_pb2.Event.FromString(f.read(length))
+      f.read(4)
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def latest_params(workdir):
+  store = checkpoints.CheckpointStore(os.path.join(workdir, "checkpoints"), read_only=True)
+  step = store.latest_step()
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  restored = ocp.PyTreeCheckpointer().restore(os.path.join(store.directory, str(step), "state"))
+  store.close()
+  return step, restored
+
+
+def test_one_and_four_devices_give_the_same_step(tmp_path):
+  results = {}
+  for num_devices in (1, 4):
+    out = tmp_path / f"step_{num_devices}.npz"
+    subprocess.run([sys.executable, os.path.join(REPO, "tests", "multidevice_step.py"),
+                    str(num_devices), str(out)], check=True, cwd=REPO, timeout=300)
+    results[num_devices] = dict(np.load(out))
+  one, four = results[1], results[4]
+  np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-5)
+  np.testing.assert_allclose(one["grad_norm"], four["grad_norm"], rtol=1e-4)
+  assert one["token_count"] == four["token_count"]
+  names = [name for name in one if name.startswith("param_")]
+  assert len(names) > 10
+  for name in names:
+    np.testing.assert_allclose(one[name], four[name], atol=2e-6, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("inputs")
+
+
+def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir):
+  config = tiny_config(data_dir, max_epochs=2, val_check_interval=0.5)
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  stopped_at = 7
+  train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at_step=stopped_at)
+  step, _ = latest_params(str(tmp_path / "resumed"))
+  assert step == stopped_at
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed == straight
+  step_a, params_a = latest_params(str(tmp_path / "straight"))
+  step_b, params_b = latest_params(str(tmp_path / "resumed"))
+  assert step_a == step_b > stopped_at
+  import jax  # pylint: disable=g-import-not-at-top
+  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
+  workdir = tmp_path / "run"
+  command = [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
+             f"--config.data_dir={data_dir}", "--config.generated_size=2000",
+             "--config.max_epochs=1"]
+  first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "parameters" in first.stdout
+  assert glob.glob(str(workdir / "events.out.tfevents.*"))
+  assert os.path.exists(workdir / "config.json") and os.path.exists(workdir / "vocab.json")
+  steps = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+  assert steps
+  tags = set(read_scalars(glob.glob(str(workdir / "events.out.tfevents.*"))[0]))
+  for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/examples_per_second",
+              "val/loss", "val/token_accuracy", "val/sequence_accuracy", "val/exact_match"):
+    assert tag in tags, tags
+  second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert f"resuming from checkpoint at step {steps[-1]}" in second.stdout
+
+
+def test_fast_dev_run_writes_nothing(tmp_path, data_dir):
+  config = tiny_config(data_dir, fast_dev_run=True)
+  metrics = train.train_and_evaluate(config, str(tmp_path / "dev"))
+  assert np.isfinite(metrics["loss"])
+  assert not os.path.exists(tmp_path / "dev")
+
+
+def test_config_over_the_parameter_cap_is_refused(tmp_path, data_dir, capsys):
+  config = tiny_config(data_dir, max_params=1000)
+  assert cli.run("train", config, str(tmp_path / "big")) == 2
+  assert "over the cap" in capsys.readouterr().err
