@@ -1,0 +1,281 @@
+"""Tests of data files: reading, checking, the command line and the splits."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from polyflax import data
+from polyflax import generate
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+GOOD = ["(21-t)*(-6*t-4)=6*t**2-122*t-84", "5*(27-6*sin(j))*sin(j)=-30*sin(j)**2+135*sin(j)",
+        "-7*sin(i)**2=-7*sin(i)**2", "(z+3)**2=z**2+6*z+9"]
+
+
+def write(tmp_path: pathlib.Path, content: str | bytes, name: str = "x.txt") -> pathlib.Path:
+  path = tmp_path / name
+  if isinstance(content, str):
+    content = content.encode("utf-8")
+  path.write_bytes(content)
+  return path
+
+
+def with_bad_third_line(bad: str) -> str:
+  return "\n".join(GOOD[:2] + [bad] + GOOD[2:]) + "\n"
+
+
+@pytest.mark.parametrize("bad,fragment", [
+    ("(x+1)*(x+2)", "no '='"),
+    ("(x+1)*(x+2)=x**2+3*x+2=1", "2 '='"),
+    ("(x+1)*(x+b)=x**2+3*x+2", "unknown token 'b' at position 10 of the factored side"),
+    ("(x+1)*(x+2)=x^2+3*x+2", "unknown token '^' at position 2 of the expanded side"),
+    ("(x+1)*(x+2)=x**2+3*x+2 ", "whitespace"),
+    ("sinx*(x+1)=1", "'sin' not followed by a variable"),
+    ("xy=1", "letters 'xy'"),
+    ("=x**2", "empty factored side"),
+    ("x**2=", "empty expanded side"),
+    ("(x+1)*(x+" + "1" * 20 + ")=1", "factored side is 30 characters long (at most 29)"),
+    ("x**2=" + "1" * 30, "expanded side is 30 characters long (at most 29)"),
+    ("", "blank line"),
+])
+def test_each_malformed_line_gives_its_error_with_line_number(tmp_path, bad, fragment):
+  path = write(tmp_path, with_bad_third_line(bad))
+  with pytest.raises(data.DataError) as raised:
+    data.read_pairs(path)
+  assert raised.value.line_number == 3
+  assert raised.value.path == str(path)
+  assert fragment in raised.value.reason
+  assert str(raised.value).startswith(f"{path}:3: ")
+  result = data.read_pairs(path, skip_bad=True)
+  assert result.skipped == 1
+  assert result.pairs == [tuple(line.split("=")) for line in GOOD]
+  assert result.problems[0].line_number == 3
+
+
+def test_check_finds_wrong_expansions(tmp_path):
+  path = write(tmp_path, with_bad_third_line("(x+1)*(x+2)=x**2+3*x+3"))
+  assert len(data.read_pairs(path).pairs) == 5  # Without check the line is well formed.
+  with pytest.raises(data.DataError) as raised:
+    data.read_pairs(path, check=True)
+  assert str(raised.value) == (f"{path}:3: expanded side 'x**2+3*x+3' is not the expansion of "
+                               "'(x+1)*(x+2)' (expected 'x**2+3*x+2')")
+  path = write(tmp_path, with_bad_third_line("(x+1)*(x+2=x**2+3*x+2"))
+  with pytest.raises(data.DataError,
+                     match=":3: factored side .* is not a polynomial: missing '\\)'"):
+    data.read_pairs(path, check=True)
+
+
+def test_skip_bad_counts_and_logs(tmp_path, caplog):
+  lines = GOOD + ["nothing", "x=y=z", "x**2=x**2", "q=1"]
+  path = write(tmp_path, "\n".join(lines) + "\n")
+  result = data.read_pairs(path, skip_bad=True)
+  assert result.skipped == 3
+  assert [problem.line_number for problem in result.problems] == [5, 6, 8]
+  assert len(result.pairs) == 5
+  assert "skipped 3 bad line(s)" in caplog.text
+
+
+def test_crlf_bom_and_trailing_blank_lines_are_accepted(tmp_path):
+  content = "\ufeff" + "\r\n".join(GOOD) + "\r\n\r\n  \n\n"
+  path = write(tmp_path, content)
+  assert data.read_pairs(path, check=True).pairs == [tuple(line.split("=")) for line in GOOD]
+  assert data.check_file(path).valid == len(GOOD)
+
+
+@pytest.mark.parametrize("content,line_number,fragment", [
+    (b"", 1, "empty file"),
+    (b"\n\n  \n", 1, "empty file"),
+    (b"\xef\xbb\xbf", 1, "empty file"),
+    ("\n".join(GOOD).encode() + b"\nx\x00\x01\x02=1\n", 5, "NUL byte"),
+    ("\n".join(GOOD).encode() + b"\n\xff\xfe\x89PNG=1\n", 5, "not UTF-8"),
+])
+def test_empty_and_binary_files_are_refused(tmp_path, content, line_number, fragment):
+  path = write(tmp_path, content)
+  for read in (data.read_pairs, data.check_file):
+    with pytest.raises(data.DataError) as raised:
+      read(path)
+    assert raised.value.line_number == line_number
+    assert fragment in raised.value.reason
+
+
+def test_read_pairs_of_generated_file(tmp_path):
+  lines = generate.generate_lines(20_000, seed=4)
+  path = data.write_lines_atomic(tmp_path / "g.txt", lines)
+  result = data.read_pairs(path, check=True)
+  assert result.skipped == 0
+  assert ["=".join(pair) for pair in result.pairs] == lines
+
+
+def test_check_file_finds_non_canonical_lines(tmp_path):
+  lines = generate.generate_lines(2000, seed=9)
+  bad = {
+      10: "(x+2)*(x+1)=x**2+3*x+2",  # Factors in the wrong order.
+      20: "2*(x+1)*x=2*x**2+2*x",  # Not as the printer writes it.
+      30: "(x+1)*(x+2)=2+3*x+x**2",  # Expansion in the wrong order.
+      40: "(x+1)*(x+2)=x**2+3*x+3",  # Wrong expansion.
+      50: "x**2+1=x**2+1",  # Not a product.
+      60: "(x+1)*(y+2)=1",  # Mixed units.
+      70: "(x+1)*(x+2)",  # Malformed.
+  }
+  for line_number, line in bad.items():
+    lines[line_number - 1] = line
+  path = data.write_lines_atomic(tmp_path / "c.txt", lines)
+  report = data.check_file(path)
+  assert report.checked == 2000
+  assert report.invalid == len(bad)
+  assert report.valid == 2000 - len(bad)
+  assert [problem.line_number for problem in report.problems] == sorted(bad)
+  assert "expected '(x+1)*(x+2)'" in report.problems[0].reason
+  assert "expected '2*x*(x+1)'" in report.problems[1].reason
+  assert report.summary() == f"checked 2000 lines: {2000 - len(bad)} valid, {len(bad)} invalid"
+
+
+def test_check_cli_output_and_exit_code(tmp_path, capsys):
+  lines = generate.generate_lines(100, seed=1)
+  good = data.write_lines_atomic(tmp_path / "good.txt", lines)
+  assert data.main(["check", str(good)]) == 0
+  assert capsys.readouterr().out.strip().splitlines() == ["checked 100 lines: 100 valid, 0 invalid"]
+
+  bad_lines = lines[:]
+  for i in range(0, 100, 4):  # 25 bad lines: more than the 20 reported.
+    bad_lines[i] = "(x+1)*(x+2)=x**2+3*x+3"
+  bad = data.write_lines_atomic(tmp_path / "bad.txt", bad_lines)
+  assert data.main(["check", str(bad)]) == 1
+  out = capsys.readouterr().out.strip().splitlines()
+  assert out[-1] == "checked 100 lines: 75 valid, 25 invalid"
+  assert out[-2] == "... and 5 more invalid lines"
+  assert out[0] == (f"{bad}:1: expanded side 'x**2+3*x+3' is not the expansion of "
+                    "'(x+1)*(x+2)' (expected 'x**2+3*x+2')")
+  assert len(out) == 22
+
+  binary = write(tmp_path, b"\x00\x00", "binary.txt")
+  assert data.main(["check", str(binary)]) == 2
+  assert "NUL byte" in capsys.readouterr().err
+
+
+def test_check_cli_as_a_module(tmp_path):
+  path = data.write_lines_atomic(tmp_path / "m.txt", GOOD + ["x=1"])
+  process = subprocess.run([sys.executable, "-m", "polyflax.data", "check", str(path)],
+                           cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+  assert process.returncode == 1
+  assert process.stdout.strip().splitlines()[-1] == "checked 5 lines: 4 valid, 1 invalid"
+  assert f"{path}:5: factored side 'x' is not a product of two linear factors" in process.stdout
+
+
+def test_generate_cli_writes_atomically(tmp_path, capsys):
+  out = tmp_path / "sub" / "dataset.txt"
+  assert data.main(["generate", "--n", "3000", "--seed", "5", "--out", str(out)]) == 0
+  assert "wrote 3000 lines" in capsys.readouterr().out
+  assert out.read_text(encoding="utf-8").splitlines() == generate.generate_lines(3000, seed=5)
+  assert sorted(os.listdir(out.parent)) == ["dataset.txt"]
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path):
+  path = data.write_lines_atomic(tmp_path / "d.txt", ["old"])
+
+  def lines():
+    yield "new 1"
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    data.write_lines_atomic(path, lines())
+  assert path.read_text(encoding="utf-8") == "old\n"
+  assert os.listdir(tmp_path) == ["d.txt"]
+
+
+# ---------------------------------------------------------------------------
+# Splits.
+
+
+def make_source(inputs: pathlib.Path, n: int = 1000, seed: int = 0,
+                name: str = "dataset.txt") -> list[str]:
+  lines = generate.generate_lines(n, seed=seed)
+  data.write_lines_atomic(inputs / name, lines)
+  return lines
+
+
+def read_lines(path: pathlib.Path) -> list[str]:
+  return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_split_counts():
+  assert data.split_counts(1_000_000) == {"train": 760_000, "val": 40_000, "test": 200_000}
+  assert sum(data.split_counts(1001).values()) == 1001
+
+
+def test_splits_sizes_disjoint_and_complete(tmp_path):
+  source = make_source(tmp_path)
+  paths = data.ensure_splits(tmp_path, seed=0)
+  splits = {name: read_lines(paths[name]) for name in data.SPLIT_NAMES}
+  sizes = {name: len(lines) for name, lines in splits.items()}
+  assert sizes == {"train": 760, "val": 40, "test": 200}
+  assert sorted(splits["train"] + splits["val"] + splits["test"]) == sorted(source)
+  indices = data.split_indices(len(source), seed=0)
+  assert set().union(*map(set, indices.values())) == set(range(len(source)))
+  for name in data.SPLIT_NAMES:
+    assert splits[name] == [source[i] for i in indices[name]]
+  manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
+  assert manifest["counts"] == {"train": 760, "val": 40, "test": 200}
+  assert manifest["source"] == "dataset.txt" and manifest["seed"] == 0
+  assert paths["source"] == tmp_path / "dataset.txt"
+
+
+def test_splits_are_deterministic(tmp_path):
+  for directory in ("one", "two"):
+    (tmp_path / directory).mkdir()
+    make_source(tmp_path / directory)
+    data.ensure_splits(tmp_path / directory, seed=3)
+  for name in data.SPLIT_NAMES:
+    one, two = (tmp_path / directory / f"{name}_set.txt" for directory in ("one", "two"))
+    assert one.read_bytes() == two.read_bytes()
+  # Pinned permutation: the same on every machine.
+  assert data.split_indices(10, seed=0)["test"].tolist() == [4, 6]
+
+
+def test_splits_not_rewritten_when_current(tmp_path):
+  make_source(tmp_path)
+  paths = data.ensure_splits(tmp_path)
+  stamps = {name: paths[name].stat().st_mtime_ns for name in (*data.SPLIT_NAMES, "manifest")}
+  data.ensure_splits(tmp_path)
+  assert {name: paths[name].stat().st_mtime_ns for name in stamps} == stamps
+
+
+def test_splits_rewritten_when_source_seed_or_outputs_change(tmp_path):
+  make_source(tmp_path, seed=0)
+  paths = data.ensure_splits(tmp_path)
+  first_test = read_lines(paths["test"])
+  new_source = make_source(tmp_path, seed=1)
+  data.ensure_splits(tmp_path)
+  assert read_lines(paths["test"]) != first_test
+  assert set(read_lines(paths["test"])) <= set(new_source)
+  with_seed_0 = read_lines(paths["test"])
+  data.ensure_splits(tmp_path, seed=1)
+  assert read_lines(paths["test"]) != with_seed_0
+  assert json.loads(paths["manifest"].read_text(encoding="utf-8"))["seed"] == 1
+  paths["val"].write_text("damaged\n", encoding="utf-8")
+  data.ensure_splits(tmp_path, seed=1)
+  assert len(read_lines(paths["val"])) == 40
+
+
+def test_train_txt_is_preferred_and_dataset_generated_when_missing(tmp_path, monkeypatch):
+  monkeypatch.setattr(data, "DATASET_SIZE", 500)
+  paths = data.ensure_splits(tmp_path)
+  assert read_lines(tmp_path / "dataset.txt") == generate.generate_lines(500, seed=0)
+  assert len(read_lines(paths["test"])) == 100
+  original = make_source(tmp_path, n=300, seed=8, name="train.txt")
+  paths = data.ensure_splits(tmp_path)
+  assert paths["source"] == tmp_path / "train.txt"
+  assert len(read_lines(paths["test"])) == 60
+  assert set(read_lines(paths["train"])) <= set(original)
+
+
+def test_split_cli(tmp_path, capsys):
+  make_source(tmp_path)
+  assert data.main(["split", "--inputs", str(tmp_path), "--seed", "2"]) == 0
+  out = capsys.readouterr().out
+  assert "train 760" in out and "val 40" in out and "test 200" in out
+  assert json.loads((tmp_path / "splits.json").read_text(encoding="utf-8"))["seed"] == 2
