@@ -86,4 +86,14 @@ def get_config():
   config.eval.length_penalty = 0.6
   config.eval.examples_to_print = 5
 
+  # --- several hosts (JAX's distributed runtime) ----------------------------
+  # batch_size stays the global batch size; see polyflax/distributed.py.
+  config.distributed = ml_collections.ConfigDict()
+  # 'auto': join when the fields below, JAX_COORDINATOR_ADDRESS, or a SLURM
+  # (srun) / Open MPI launch of several processes ask for it; 'true'; 'false'.
+  config.distributed.enabled = "auto"
+  config.distributed.coordinator_address = ""  # host:port of process 0; '': detect
+  config.distributed.num_processes = 0  # 0: detect
+  config.distributed.process_id = -1  # -1: detect
+
   return config

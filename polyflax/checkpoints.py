@@ -5,14 +5,20 @@ Each checkpoint step holds two items:
     written with `StandardSave` and read back with `StandardRestore` onto the
     shardings of an abstract target;
   * `extra`: JSON (data-iterator position, model fingerprint, ...).
-Orbax writes a step into a temporary folder and renames it when complete, so
-a save cut short never replaces the last complete checkpoint. Saves run
-asynchronously; `wait()` blocks until they are on disk.
+Orbax writes a step into a temporary folder (`<step>.orbax-checkpoint-tmp`)
+and renames it when complete, so a save cut short (a killed process, a full
+disk) never replaces the last complete checkpoint; a writable store removes
+such leftover folders when it opens. Saves run asynchronously; `wait()` blocks
+until they are on disk. Every failure to write or read a checkpoint is raised
+as a one-line `CheckpointError` naming the step folder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import tempfile
 from typing import Any, Mapping
 
 import jax
@@ -24,6 +30,73 @@ BEST_METRIC = "val_loss"  # lower is better
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used, with the path and what is wrong."""
+
+
+def one_line(error: BaseException) -> str:
+  """The message of `error` and its causes on one line.
+
+  Orbax and TensorStore messages span many lines (whole TensorStore specs);
+  the spec is left out and the innermost cause, which says what is wrong with
+  which file, is kept.
+  """
+  texts = []
+  while error is not None and len(texts) < 4:
+    text = " ".join(str(error).split()).split(" See full TensorStore details")[0]
+    text = text if len(text) <= 400 else text[:400] + " ..."
+    if text and text not in texts:
+      texts.append(text)
+    error = error.__cause__ or error.__context__
+  return ": ".join(texts) or "unknown error"
+
+
+class _AbandonedReadsFilter(logging.Filter):
+  """Drops asyncio's reports of the read tasks a failed restore abandoned."""
+
+  def filter(self, record):
+    return record.getMessage() != "Task exception was never retrieved"
+
+
+def _quiet_abandoned_reads() -> None:
+  """Keeps the reads a failed restore abandons from printing tracebacks.
+
+  When one array of a checkpoint cannot be read, Orbax gives up the restore
+  and closes its event loop while TensorStore still has other reads in
+  flight. As these finish, Python prints an 'Event loop is closed'
+  traceback for each (an unraisable exception) and asyncio logs 'Task
+  exception was never retrieved' with the same error as the one the
+  restore raised. Those two reports are dropped, from the first restore on;
+  every other unraisable exception and asyncio log record is kept.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_polyflax_quiet", False):
+    return
+
+  def hook(unraisable):
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == "Event loop is closed"):
+      return
+    previous(unraisable)
+
+  hook._polyflax_quiet = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_AbandonedReadsFilter())
+
+
+def ensure_writable_directory(directory: str) -> None:
+  """Creates `directory` if needed and checks that a file can be written in it.
+
+  Raises:
+    CheckpointError: naming the directory and the reason, before any work is
+      done that could not be saved there.
+  """
+  try:
+    os.makedirs(directory, exist_ok=True)
+    handle, probe = tempfile.mkstemp(dir=directory, prefix=".write-check-")
+    os.close(handle)
+    os.remove(probe)
+  except OSError as error:
+    raise CheckpointError(f"cannot write to {os.path.abspath(directory)}: {one_line(error)}; "
+                          "choose another --workdir, or make it writable") from error
 
 
 def abstract_like(tree: Any) -> Any:
@@ -47,9 +120,31 @@ class CheckpointStore:
         enable_async_checkpointing=async_save,
         create=not read_only,
         read_only=read_only,
+        # Folders of saves cut short (a killed run) are removed on opening.
+        cleanup_tmp_directories=not read_only,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "extra"))
+    self._saving = None  # the step of the save in flight, if any
+
+  def path(self, step: int) -> str:
+    """The folder of step `step`."""
+    return os.path.join(self.directory, str(step))
+
+  def _complete_steps_on_disk(self) -> list[int]:
+    try:
+      return sorted(int(name) for name in os.listdir(self.directory) if name.isdigit())
+    except OSError:
+      return []
+
+  def _save_failed(self, step: int | None, error: BaseException) -> CheckpointError:
+    kept = self._complete_steps_on_disk()
+    last = (f"the last complete checkpoint, {self.path(kept[-1])}, is kept and restorable"
+            if kept else "there is no earlier complete checkpoint")
+    where = self.path(step) if step is not None else f"in {self.directory}"
+    return CheckpointError(f"could not save checkpoint {where}: {one_line(error)}; "
+                           f"{last}. Fix the cause (e.g. free disk space) and run the same "
+                           "command again to resume")
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -71,31 +166,58 @@ class CheckpointStore:
   def save(self, step: int, state: Any, extra: Mapping[str, Any],
            metrics: Mapping[str, float] | None = None) -> bool:
     """Starts saving `state` and `extra` at `step`; returns whether a save started."""
+    self.wait()  # surfaces a failure of the previous save under its own step
     if step in self._manager.all_steps():
       return False
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               extra=ocp.args.JsonSave(dict(extra)))
-    return self._manager.save(step, args=args, metrics=dict(metrics) if metrics else None,
-                              force=True)
+    self._saving = step
+    try:
+      return self._manager.save(step, args=args, metrics=dict(metrics) if metrics else None,
+                                force=True)
+    except Exception as error:  # pylint: disable=broad-except
+      self._saving = None
+      raise self._save_failed(step, error) from error
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Reads step `step` onto the shapes and shardings of `abstract_state`."""
     path = os.path.join(self.directory, str(step))
+    _quiet_abandoned_reads()  # before: abandoned reads finish while Orbax unwinds
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
     except Exception as error:  # Orbax raises many types; name the file and the cause.
-      raise CheckpointError(f"cannot restore checkpoint {path}: {error}") from error
+      others = [other for other in self.all_steps() if other != step]
+      hint = (f"; other checkpoints here: steps {others} (move {path} away to use the "
+              "latest of them)" if others else "")
+      raise CheckpointError(f"cannot restore checkpoint {path} (corrupted, truncated or "
+                            f"written for another model?): {one_line(error)}{hint}") from error
     return restored["state"], dict(restored["extra"])
 
   def restore_extra(self, step: int) -> dict:
     """Only the JSON item of a step."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
-    return dict(restored["extra"])
+    path = os.path.join(self.directory, str(step), "extra")
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+      extra = restored["extra"]
+      if not isinstance(extra, Mapping):
+        raise ValueError(f"expected a JSON object, found {type(extra).__name__}")
+    except Exception as error:  # pylint: disable=broad-except
+      raise CheckpointError(f"cannot read {path} (corrupted or truncated?): "
+                            f"{one_line(error)}") from error
+    return dict(extra)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the save in flight is on disk; CheckpointError if it failed."""
+    step, self._saving = self._saving, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as error:  # pylint: disable=broad-except
+      raise self._save_failed(step, error) from error
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()

@@ -1,4 +1,12 @@
-"""What main.py runs for each --mode, with user errors shown as one clear line."""
+"""What main.py runs for each --mode, with user errors shown as one clear line.
+
+Exit status: 0 done; 1 the training loss was not finite (or predict met a bad
+expression); 2 a config, data file, checkpoint or workdir that cannot be used,
+or a file that cannot be read or written; 128 + the signal number when
+training stopped on SIGTERM (143) or Ctrl-C/SIGINT (130) after saving a
+checkpoint (run the same command again to resume); main.py exits with 130
+for Ctrl-C before training started.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,10 @@ import ml_collections
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | None = None) -> int:
   """Runs `mode`; returns the process exit status."""
   from polyflax import checkpoints, config_checks, data  # pylint: disable=g-import-not-at-top
+  from polyflax import distributed  # pylint: disable=g-import-not-at-top
   try:
+    # Several hosts: join the distributed runtime before any other JAX call.
+    distributed.initialize(config)
     if mode == "train":
       from polyflax import train  # pylint: disable=g-import-not-at-top
       try:
@@ -30,6 +41,6 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | 
       return evaluate.predict_main(config, workdir, expr)
     raise ValueError(f"unknown mode {mode!r}")
   except (config_checks.ConfigError, data.DataError, checkpoints.CheckpointError,
-          FileNotFoundError) as error:
+          OSError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2

@@ -203,13 +203,23 @@ def prepare_splits(config: ml_collections.ConfigDict) -> dict:
 
   The source is `data_dir/train.txt` when the user has it; otherwise a file of
   `generated_size` generated lines, `data_dir/dataset.txt`, made once.
+  With several processes, process 0 makes them first and the others then
+  find its files (on a shared filesystem) or make the same ones (seeded).
   """
-  source = data_lib.source_path(config.data_dir)
-  if not source.exists():
-    if jax.process_index() == 0:
-      print(f"generating {config.generated_size:,} lines into {source}", flush=True)
-    data_lib.generate_file(source, config.generated_size, config.data_seed)
-  return data_lib.ensure_splits(config.data_dir, seed=config.data_seed)
+  def prepare():
+    source = data_lib.source_path(config.data_dir)
+    if not source.exists():
+      if jax.process_index() == 0:
+        print(f"generating {config.generated_size:,} lines into {source}", flush=True)
+      data_lib.generate_file(source, config.generated_size, config.data_seed)
+    return data_lib.ensure_splits(config.data_dir, seed=config.data_seed)
+
+  if jax.process_count() == 1:
+    return prepare()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  paths = prepare() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices("polyflax: data splits prepared")
+  return paths if paths is not None else prepare()
 
 
 def _write_scalars(writer, step: int, prefix: str, values: dict) -> None:
@@ -270,6 +280,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config_checks.check_config(config, num_devices=sharding.global_batch_multiple(mesh))
   is_main = jax.process_index() == 0
   fast_dev_run = config.fast_dev_run
+  if not fast_dev_run:
+    # Before anything slow: a run whose checkpoints cannot be written stops now.
+    checkpoints.ensure_writable_directory(workdir)
 
   # Text -> tokens -> batches.
   vocab = vocab_lib.Vocab.default()
@@ -279,10 +292,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   val_src, val_tgt, val_pairs = input_pipeline.load_split(paths["val"], vocab, config.max_len,
                                                           skip_bad=config.skip_bad_lines)
   batch_multiple = sharding.global_batch_multiple(mesh)
-  train_iter = input_pipeline.TrainIterator(
-      train_src, train_tgt, batch_size=config.batch_size, seed=config.seed,
-      batch_multiple=batch_multiple, process_index=jax.process_index(),
-      process_count=jax.process_count(), buckets=tuple(config.length_buckets))
+  try:
+    train_iter = input_pipeline.TrainIterator(
+        train_src, train_tgt, batch_size=config.batch_size, seed=config.seed,
+        batch_multiple=batch_multiple, process_index=jax.process_index(),
+        process_count=jax.process_count(), buckets=tuple(config.length_buckets))
+  except ValueError as error:  # e.g. fewer examples than one batch
+    raise config_checks.ConfigError(f"{paths['train']}: {error}") from error
   steps_per_epoch = train_iter.steps_per_epoch
   total_steps = 1 if fast_dev_run else config.max_epochs * steps_per_epoch
   val_every = max(1, int(round(config.val_check_interval * steps_per_epoch)))
@@ -322,8 +338,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         experiment.state, sharding.put_batch(next(iter(train_iter)), mesh))
     train_metrics = metrics_lib.averages(sums)
     val_metrics = validate(state.params, 1)
-    print(f"fast_dev_run: train loss {train_metrics['loss']:.4f}, "
-          f"val loss {val_metrics['loss']:.4f}; nothing written", flush=True)
+    if is_main:
+      print(f"fast_dev_run: train loss {train_metrics['loss']:.4f}, "
+            f"val loss {val_metrics['loss']:.4f}; nothing written", flush=True)
     return val_metrics
 
   store = checkpoints.CheckpointStore(os.path.join(workdir, "checkpoints"),
@@ -332,17 +349,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   fingerprint = model_fingerprint(experiment.model_cfg)
   latest = store.latest_step()
   if latest is not None:
-    state, extra = store.restore(latest, checkpoints.abstract_like(state))
+    # The JSON item first: a checkpoint of another model or data stops with
+    # what differs, before its arrays are read.
+    extra = store.restore_extra(latest)
     if extra.get("model") and extra["model"] != fingerprint:
       raise checkpoints.CheckpointError(
-          f"checkpoint {store.directory}/{latest} was written for a different model: "
-          f"{_differences(extra['model'], fingerprint)}")
-    train_iter.set_state(extra["iterator"])
+          f"checkpoint {store.path(latest)} was written for a different model: "
+          f"{_differences(extra['model'], fingerprint)}; train it with the config it was "
+          "made with, or use another --workdir")
+    load_vocab(workdir)  # the vocabulary the run was trained with must be this one
+    try:
+      train_iter.set_state(extra["iterator"])
+    except (KeyError, ValueError) as error:
+      raise checkpoints.CheckpointError(
+          f"checkpoint {store.path(latest)} does not fit this training data and config "
+          f"({error}); use the data and seed it was trained with, or another --workdir"
+      ) from error
+    state, _ = store.restore(latest, checkpoints.abstract_like(state))
     if is_main:
       print(f"resuming from checkpoint at step {latest}", flush=True)
   if is_main:
     save_run_files(workdir, config, vocab)
-  writer = SummaryWriter(workdir) if is_main else None
+  # After a kill, the steps logged past the checkpoint are run again: purge_step
+  # tells TensorBoard to hide the earlier run's events from that step on.
+  writer = (SummaryWriter(workdir, purge_step=None if latest is None else latest + 1)
+            if is_main else None)
   if writer is not None and latest is None:
     _write_hparams(writer, config, num_params)
 
@@ -368,10 +399,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     window_finite = []
     for offset, finite in enumerate(flags):
       if not finite:
+        store.wait()
+        last = store.latest_step()
+        kept = (f"the last good checkpoint, {store.path(last)}, is kept" if last is not None
+                else "no checkpoint had been saved yet")
         raise NonFiniteLossError(
             f"the training loss was not finite at step {first_step + offset}; stopped without "
-            f"saving. The last good checkpoint (step {store.latest_step()}) is kept; lower "
-            "learning_rate, or set --config.skip_nonfinite_steps=True to skip such steps")
+            f"saving ({kept}). Lower learning_rate, or set "
+            "--config.skip_nonfinite_steps=True to skip such steps")
 
   with GracefulStop() as stop:
     try:
@@ -407,8 +442,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if at_validation:
           val_metrics = validate(state.params, step)
           _write_scalars(writer, step, "val", val_metrics)
-          progress.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
-              f"val {name} {value:.4f}" for name, value in val_metrics.items()))
+          if is_main:  # tqdm.write prints even when the bar is disabled
+            progress.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
+                f"val {name} {value:.4f}" for name, value in val_metrics.items()))
           save(step, metrics={"val_loss": val_metrics["loss"]})
           window_start = time.perf_counter()  # validation time is not training time
         if stop.requested or (stop_at_step is not None and step >= stop_at_step):
@@ -416,8 +452,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           save(step)
           store.wait()
           reason = stop.reason or f"stop_at_step={stop_at_step}"
-          progress.write(f"{reason}: saved a checkpoint at step {step} in {store.directory}; "
-                         "run the same command again to resume from it")
+          if is_main:
+            progress.write(f"{reason}: saved a checkpoint at step {step} in {store.directory}; "
+                           "run the same command again to resume from it")
           if stop.requested:
             raise TrainingInterrupted(reason, stop.exit_code)
           break
@@ -444,8 +481,12 @@ class TrainingInterrupted(Exception):
 class GracefulStop:
   """Turns SIGTERM and SIGINT (Ctrl-C) into a request the training loop honours.
 
-  The loop finishes its step, saves a checkpoint, waits for it and exits; a
-  second signal while saving is ignored so the save cannot be cut short.
+  The loop finishes its step, saves a checkpoint, waits for it and raises
+  `TrainingInterrupted`, whose exit code is 128 + the signal number (143 for
+  SIGTERM, 130 for SIGINT); the checkpoint holds the data iterator's position,
+  so a rerun continues exactly. A second signal while saving is ignored so
+  the save cannot be cut short (SIGKILL still can; the last complete
+  checkpoint then survives, see checkpoints.py).
   Handlers are installed only in the main thread and restored on exit.
   """
 
@@ -505,8 +546,14 @@ def run_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collection
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return config
-  with open(path, encoding="utf-8") as f:
-    saved = json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
+      raise ValueError("not a config object")
+  except (OSError, ValueError) as error:
+    raise checkpoints.CheckpointError(
+        f"cannot read the run's config {path}: {checkpoints.one_line(error)}") from error
   merged = ml_collections.ConfigDict(config.to_dict())
   for name, value in saved.get("model", {}).items():
     if name in merged.model:
@@ -523,18 +570,31 @@ def load_vocab(workdir: str) -> vocab_lib.Vocab:
   default = vocab_lib.Vocab.default()
   if not os.path.exists(path):
     return default
-  saved = vocab_lib.Vocab.load(path)
-  if saved.to_json() != default.to_json():
+  try:
+    saved = vocab_lib.Vocab.load(path)
+  except (OSError, ValueError) as error:  # ValueError: bad JSON, bad tokens, not UTF-8
     raise checkpoints.CheckpointError(
-        f"vocabulary {path} does not match this version's vocabulary "
-        f"({saved.size} tokens there, {default.size} here)")
+        f"cannot read the vocabulary {path}: {checkpoints.one_line(error)}") from error
+  if saved != default:
+    raise checkpoints.CheckpointError(
+        f"vocabulary {path} does not match this version's vocabulary: "
+        f"{_vocab_difference(saved, default)}; its checkpoints encode tokens differently")
   return saved
+
+
+def _vocab_difference(saved: vocab_lib.Vocab, current: vocab_lib.Vocab) -> str:
+  for token_id, (there, here) in enumerate(zip(saved.tokens, current.tokens)):
+    if there != here:
+      return (f"id {token_id} is {there!r} there and {here!r} here "
+              f"({saved.size} tokens there, {current.size} here)")
+  return f"{saved.size} tokens there, {current.size} here"
 
 
 def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
                           step: int | None = None) -> InferenceModel:
   """Restores the best checkpoint (or `step`) of `workdir` for decoding."""
   config = run_config(config, workdir)
+  config_checks.check_config(config)
   mesh = sharding.make_mesh()
   vocab = load_vocab(workdir)
   model_cfg = model_config(config, vocab.size)
