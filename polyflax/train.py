@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx, struct
+from jax.experimental import multihost_utils
 
 from polyflax import checkpoints
 from polyflax import config_checks
@@ -181,10 +182,24 @@ def build(config: ml_collections.ConfigDict, total_steps: int, mesh=None) -> Exp
 
 
 def model_fingerprint(model_cfg: models.ModelConfig) -> dict:
-  """The model fields a checkpoint must agree with to be restored."""
+  """The model fields a checkpoint must agree with to be restored.
+
+  The compute dtype is left out: it does not change the parameters, so a run
+  started on a GPU in bfloat16 resumes or evaluates on a CPU in float32.
+  """
   fields = dataclasses.asdict(model_cfg)
-  fields["dtype"] = jnp.dtype(fields["dtype"]).name
+  del fields["dtype"]
   return fields
+
+
+def check_fingerprint(extra: dict, fingerprint: dict, path: str) -> None:
+  """Refuses a checkpoint whose JSON item records another model shape."""
+  saved = {name: value for name, value in extra.get("model", {}).items() if name != "dtype"}
+  if saved and saved != fingerprint:
+    raise checkpoints.CheckpointError(
+        f"checkpoint {path} was written for a different model: "
+        f"{_differences(saved, fingerprint)}; use the config it was trained with, "
+        "or another --workdir")
 
 
 def evaluate_metrics(experiment: Experiment, params, batches, limit_batches=None) -> dict:
@@ -352,11 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # The JSON item first: a checkpoint of another model or data stops with
     # what differs, before its arrays are read.
     extra = store.restore_extra(latest)
-    if extra.get("model") and extra["model"] != fingerprint:
-      raise checkpoints.CheckpointError(
-          f"checkpoint {store.path(latest)} was written for a different model: "
-          f"{_differences(extra['model'], fingerprint)}; train it with the config it was "
-          "made with, or use another --workdir")
+    check_fingerprint(extra, fingerprint, store.path(latest))
     load_vocab(workdir)  # the vocabulary the run was trained with must be this one
     try:
       train_iter.set_state(extra["iterator"])
@@ -447,6 +458,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 f"val {name} {value:.4f}" for name, value in val_metrics.items()))
           save(step, metrics={"val_loss": val_metrics["loss"]})
           window_start = time.perf_counter()  # validation time is not training time
+        if jax.process_count() > 1 and step % config.log_every_steps == 0:
+          # A signal reaches each process on its own: stop together, at the
+          # first log step where any process has one.
+          stop.agree()
         if stop.requested or (stop_at_step is not None and step >= stop_at_step):
           check_finite()
           save(step)
@@ -486,18 +501,29 @@ class GracefulStop:
   SIGTERM, 130 for SIGINT); the checkpoint holds the data iterator's position,
   so a rerun continues exactly. A second signal while saving is ignored so
   the save cannot be cut short (SIGKILL still can; the last complete
-  checkpoint then survives, see checkpoints.py).
+  checkpoint then survives, see checkpoints.py). With several processes a
+  signal reaches each one on its own; they compare notes at every log step
+  (`agree`) and all stop at the same step.
   Handlers are installed only in the main thread and restored on exit.
   """
 
   def __init__(self):
     self.reason = None
     self.exit_code = 0
+    self._agreed = False
     self._previous = {}
 
   @property
   def requested(self) -> bool:
-    return self.reason is not None
+    return self.reason is not None and (self._agreed or jax.process_count() == 1)
+
+  def agree(self) -> None:
+    """Across processes: if any has a signal, every process's stop is requested."""
+    flags = multihost_utils.process_allgather(np.int32(self.reason is not None))
+    if np.any(flags):
+      self._agreed = True
+      if self.reason is None:
+        self.reason, self.exit_code = "another process received a stop signal", 128 + 15
 
   def _handle(self, signum, frame):
     del frame
@@ -612,13 +638,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   replicated = sharding.replicated(mesh)
   abstract_state = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state)
-  extra = store.restore_extra(step)
-  fingerprint = model_fingerprint(model_cfg)
-  if extra.get("model") and {k: v for k, v in extra["model"].items() if k != "dtype"} != {
-      k: v for k, v in fingerprint.items() if k != "dtype"}:
-    raise checkpoints.CheckpointError(
-        f"checkpoint {directory}/{step} was written for a different model: "
-        f"{_differences(extra['model'], fingerprint)}")
+  check_fingerprint(store.restore_extra(step), model_fingerprint(model_cfg), store.path(step))
   state, _ = store.restore(step, abstract_state)
   store.close()
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: models.Transformer(model_cfg, rngs=nnx.Rngs(0))),
