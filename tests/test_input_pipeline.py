@@ -298,35 +298,40 @@ def test_pipeline_on_encoded_lines():
 
 _SPLIT_LINES = [
     "(21-t)*(-6*t-4)=6*t**2-122*t-84",
-    "",
     "x*(x+1)=x**2+x",
     "x+1",  # no `=`
     "a=b=c",  # two
     "w**2=w**2",  # w is not a variable of the data
-    "(-9*z-32)*(-8*z-31)=72*z**2+535*z+992",  # 19 + 1 tokens, too long for max_len 16
+    "(-9*z-32)*(-8*z-31)=72*z**2+535*z+992",  # 19 + 1 tokens
     "-7*sin(i)**2=-7*sin(i)**2",
 ]
+_GOOD = [1, 2, 6, 7]
 
 
-@pytest.mark.parametrize("bad_line_number", [4, 5, 6, 7])
+@pytest.mark.parametrize("bad_line_number", [3, 4, 5])
 def test_load_split_names_the_bad_line(tmp_path, bad_line_number):
   path = tmp_path / "split.txt"
-  good = [1, 2, 3, 8]
-  path.write_text("\n".join(_SPLIT_LINES[n - 1] for n in sorted(good + [bad_line_number])))
-  position = sorted(good + [bad_line_number]).index(bad_line_number) + 1
+  numbers = sorted(_GOOD + [bad_line_number])
+  path.write_text("\n".join(_SPLIT_LINES[n - 1] for n in numbers))
+  position = numbers.index(bad_line_number) + 1
   with pytest.raises(ValueError, match=rf"split\.txt:{position}:"):
-    input_pipeline.load_split(path, Vocab.default(), 16)
+    input_pipeline.load_split(path, Vocab.default(), 32)
 
 
-def test_load_split_skips_bad_lines(tmp_path):
+def test_load_split_skips_bad_lines_and_says_how_many(tmp_path, capsys):
   path = tmp_path / "split.txt"
   path.write_text("\n".join(_SPLIT_LINES) + "\n")
   vocab = Vocab.default()
-  src, tgt, pairs = input_pipeline.load_split(path, vocab, 16, skip_bad=True)
-  assert pairs == [("(21-t)*(-6*t-4)", "6*t**2-122*t-84"), ("x*(x+1)", "x**2+x"),
-                   ("-7*sin(i)**2", "-7*sin(i)**2")]
-  assert src.shape == tgt.shape == (3, 16) and src.dtype == tgt.dtype == np.int32
-  np.testing.assert_array_equal(src, vocab.encode_batch([a for a, _ in pairs], 16))
-  np.testing.assert_array_equal(tgt, vocab.encode_batch([b for _, b in pairs], 16))
-  src, _, pairs = input_pipeline.load_split(path, vocab, 32, skip_bad=True)
-  assert src.shape == (4, 32) and pairs[2][0] == "(-9*z-32)*(-8*z-31)"
+  src, tgt, pairs = input_pipeline.load_split(path, vocab, 32, skip_bad=True)
+  assert pairs == [tuple(_SPLIT_LINES[n - 1].split("=")) for n in _GOOD]
+  assert src.shape == tgt.shape == (4, 32) and src.dtype == tgt.dtype == np.int32
+  np.testing.assert_array_equal(src, vocab.encode_batch([a for a, _ in pairs], 32))
+  np.testing.assert_array_equal(tgt, vocab.encode_batch([b for _, b in pairs], 32))
+  assert "skipped 3 malformed lines" in capsys.readouterr().err
+
+
+def test_load_split_refuses_a_max_len_too_short_for_a_line(tmp_path):
+  path = tmp_path / "split.txt"
+  path.write_text("\n".join(_SPLIT_LINES[n - 1] for n in _GOOD) + "\n")
+  with pytest.raises(ValueError, match=r"\(-9\*z-32\)\*\(-8\*z-31\)"):
+    input_pipeline.load_split(path, Vocab.default(), 16)
