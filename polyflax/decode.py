@@ -14,7 +14,8 @@ with the model state replicated and the batch sharded over the mesh.
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Sequence
+import time
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -179,57 +180,151 @@ def beam_search(graphdef, params, inputs: jax.Array, *, max_len: int, beam_size:
 
 
 class Decoder:
-  """Text in, text out: batches, shards and decodes with one compiled function."""
+  """Text in, text out: batches, shards and decodes with one compiled function.
+
+  Rows are grouped into length buckets (one compiled shape per bucket), each
+  global batch is sharded over the mesh's `data` axis with the parameters
+  replicated, and every process receives the whole batch's output, so all
+  processes return the same predictions.
+  """
 
   def __init__(self, graphdef, params, vocab: vocab_lib.Vocab, mesh, *, max_len: int,
                beam_size: int = 1, length_penalty: float = 0.6,
-               buckets: Sequence[int] = input_pipeline.DEFAULT_BUCKETS):
+               buckets: Sequence[int] = input_pipeline.DEFAULT_BUCKETS,
+               decode_fn: Callable | None = None):
+    """Compiles (lazily, per batch shape) the decoding function.
+
+    Args:
+      graphdef, params: the split model (`params` may be None when every call
+        passes its own, as validation during training does).
+      vocab: turns output ids into text.
+      mesh: the one-axis `data` mesh.
+      max_len: most tokens to generate, eos included.
+      beam_size: 1 for greedy decoding, more for beam search.
+      length_penalty: beam search's alpha (see `length_penalty`).
+      buckets: source lengths of the compiled shapes.
+      decode_fn: replaces greedy/beam search: a pure function
+        (graphdef, params, inputs) -> [B, max_len] tokens (benchmarks pass
+        `recompute_greedy_decode`).
+    """
     self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
     self.max_len = max_len
     self.buckets = tuple(buckets)
-    if beam_size > 1:
-      fn = functools.partial(beam_search, max_len=max_len, beam_size=beam_size,
-                             alpha=length_penalty)
-    else:
-      fn = functools.partial(greedy_decode, max_len=max_len)
+    if decode_fn is None and beam_size > 1:
+      decode_fn = functools.partial(beam_search, max_len=max_len, beam_size=beam_size,
+                                    alpha=length_penalty)
+    elif decode_fn is None:
+      decode_fn = functools.partial(greedy_decode, max_len=max_len)
     replicated = sharding.replicated(mesh)
     batch_sharded = sharding.batch_sharded(mesh)
-    self._decode = jax.jit(fn, static_argnums=0, in_shardings=(replicated, batch_sharded),
+    self._decode = jax.jit(decode_fn, static_argnums=0, in_shardings=(replicated, batch_sharded),
                            out_shardings=batch_sharded)
+
+  def fitted_batch_size(self, source_ids: np.ndarray, batch_size: int) -> int:
+    """The smallest batch size that needs no more batches than `batch_size` does.
+
+    A padding row costs as much as a real one until its batch ends, so a
+    bucket with fewer rows than its batch (a short test file, a --limit) gets
+    a batch just big enough for them rather than one padded to full size.
+    The result depends only on how many rows each bucket holds, so every
+    process computes the same.
+    """
+    counts = np.bincount(
+        input_pipeline.assign_buckets(source_ids, np.zeros_like(source_ids), self.buckets),
+        minlength=len(self.buckets))
+    multiple = sharding.global_batch_multiple(self.mesh)
+
+    def num_batches(size: int) -> int:
+      sizes = input_pipeline.bucket_batch_sizes(size, self.buckets, multiple, jax.process_count())
+      return sum(-(-int(count) // size) for count, size in zip(counts, sizes))
+
+    # num_batches never grows with the size: find the smallest size that keeps it.
+    target, low, high = num_batches(batch_size), 1, batch_size
+    while low < high:
+      middle = (low + high) // 2
+      low, high = (low, middle) if num_batches(middle) <= target else (middle + 1, high)
+    return low
+
+  def batches(self, source_ids: np.ndarray, batch_size: int) -> input_pipeline.EvalBatches:
+    """This process's share of the bucketed global batches of `source_ids` [N, S].
+
+    `batch_size` is the most rows of a batch of the longest bucket; see
+    `fitted_batch_size`.
+    """
+    return input_pipeline.eval_batches(
+        source_ids, np.zeros_like(source_ids),
+        batch_size=self.fitted_batch_size(source_ids, batch_size),
+        batch_multiple=sharding.global_batch_multiple(self.mesh),
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        buckets=self.buckets)
+
+  def _dispatch(self, inputs: np.ndarray, params) -> jax.Array:
+    """Starts decoding a local batch [b, S]; returns the (global, sharded) output at once."""
+    global_inputs = sharding.put_batch({"inputs": inputs}, self.mesh)["inputs"]
+    return self._decode(self.graphdef, self.params if params is None else params, global_inputs)
+
+  def _gather(self, array: jax.Array) -> np.ndarray:
+    """The whole of a batch-sharded global array, on every process."""
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
   def decode_batch(self, inputs: np.ndarray, params=None) -> np.ndarray:
     """[b, S] local source ids -> [B, max_len] output ids of the global batch.
 
     `params` replaces the restored parameters (validation during training).
     """
-    global_inputs = sharding.put_batch({"inputs": inputs}, self.mesh)["inputs"]
-    params = self.params if params is None else params
-    tokens = self._decode(self.graphdef, params, global_inputs)
-    return np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
+    return self._gather(self._dispatch(inputs, params))
+
+  def warm_up(self, source_ids: np.ndarray, *, batch_size: int, params=None) -> float:
+    """Compiles every batch shape that decoding `source_ids` will use; returns the seconds.
+
+    Decodes one batch of padding rows per bucket that `source_ids` fills:
+    padding rows end at once, so this costs the compilation and an encoder
+    pass, and later timings measure decoding alone. Every process must call it.
+    """
+    start = time.perf_counter()
+    batches = self.batches(source_ids, batch_size)
+    for length, local_size, count in zip(batches.buckets, batches.local_batch_sizes,
+                                         batches.bucket_counts):
+      if count:
+        self.decode_batch(np.zeros((local_size, length), np.int32), params)
+    return time.perf_counter() - start
 
   def decode_ids(self, source_ids: np.ndarray, *, batch_size: int,
                  progress: bool = False, params=None) -> list[str]:
-    """Decodes every row of `source_ids` [N, S]; returns N strings in row order."""
-    vocab = self.vocab
-    batches = input_pipeline.eval_batches(
-        source_ids, np.zeros_like(source_ids), batch_size=batch_size,
-        batch_multiple=sharding.global_batch_multiple(self.mesh),
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        buckets=self.buckets)
+    """Decodes every row of `source_ids` [N, S]; returns N strings in row order.
+
+    Every process must call it with the same rows; each returns all N strings.
+    The next batch is dispatched before the previous one is read back, so the
+    device works while the host turns ids into text.
+    """
+    batches = self.batches(source_ids, batch_size)
     outputs: list[str | None] = [None] * len(source_ids)
-    iterator: Iterable = batches
+    bar = None
     if progress and jax.process_index() == 0:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-      iterator = tqdm(batches, total=len(batches), desc="decode", unit="batch",
-                      dynamic_ncols=True)
-    for batch in iterator:
-      tokens = self.decode_batch(batch["inputs"], params)
-      # Every process decodes the same global batch; gather its row indices too.
-      global_index = np.asarray(multihost_utils.process_allgather(
-          sharding.put_batch({"index": batch["index"]}, self.mesh)["index"], tiled=True))
-      for row, text in zip(global_index, vocab.decode_batch(tokens)):
-        if row >= 0:
-          outputs[row] = text
+      bar = tqdm(total=len(source_ids), desc="decode", unit="seq", dynamic_ncols=True)
+
+    def collect(tokens: jax.Array, local_index: np.ndarray) -> None:
+      # The row numbers travel the same way as the tokens, so they line up.
+      global_index = self._gather(sharding.put_batch({"index": local_index}, self.mesh)["index"])
+      real = global_index >= 0
+      for row, ids in zip(global_index[real], self._gather(tokens)[real]):
+        outputs[row] = self.vocab.decode(ids)
+      if bar is not None:
+        bar.update(int(real.sum()))
+
+    pending = None
+    try:
+      for batch in batches:
+        tokens = self._dispatch(batch["inputs"], params)
+        if pending is not None:
+          collect(*pending)
+        pending = (tokens, batch["index"])
+      if pending is not None:
+        collect(*pending)
+    finally:
+      if bar is not None:
+        bar.close()
     return outputs  # type: ignore[return-value]
 
   def decode_texts(self, sources: Sequence[str], *, batch_size: int,

@@ -2,38 +2,99 @@
 
 `evaluate_workdir` restores the best checkpoint of a run, decodes a file of
 `factored=expanded` lines with the cached decoder (greedy or beam), prints a
-few examples and the score as the reference did, and writes the predictions
-and `metrics.json`. `predict_main` expands expressions given on the command
-line or standard input.
+few examples and the score as the reference did, and writes the predictions,
+`metrics.json` and a TensorBoard event file. `score` computes the figures.
+`predict_main` expands expressions given on the command line or standard
+input; `check_expression` decides which inputs the model is asked about.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import sys
 import time
 from typing import Sequence
 
+from absl import logging
 import jax
-import numpy as np
+import ml_collections
 
 from polyflax import algebra
+from polyflax import config_checks
+from polyflax import data as data_lib
 from polyflax import decode
 from polyflax import train
 from polyflax import vocab as vocab_lib
 
-# The factored side of a line of the original data has at most this many characters.
-MAX_INPUT_CHARS = 29
-COEFFICIENT_NAMES = ("u**2", "u", "constant")
+# The factored sides of the original data have at most this many characters.
+MAX_INPUT_CHARS = data_lib.MAX_SIDE_LENGTH
+# Input longer than this (spaces included) is refused before any other work.
+MAX_RAW_INPUT_CHARS = 4 * MAX_INPUT_CHARS
+# Longest message of an InputError.
+MAX_MESSAGE_CHARS = 200
+DEFAULT_TEST_FILE = "inputs/test_set.txt"
+# Names of the coefficients (c2, c1, c0) of c2*u**2 + c1*u + c0.
+COEFFICIENT_NAMES = ("quadratic", "linear", "constant")
+# Kinds of failure counted by `score`: a row counts under every coefficient it
+# gets wrong; the other kinds exclude the coefficient ones.
+FAILURE_KINDS = ("unparseable", "printed_differently", "wrong_unit") + tuple(
+    f"wrong_{name}" for name in COEFFICIENT_NAMES)
 
 
-def _coefficients(text: str) -> algebra.Polynomial | None:
+# ---------------------------------------------------------------------------
+# Scoring.
+
+
+def _parse_or_none(text: str) -> algebra.Polynomial | None:
   try:
     return algebra.parse_polynomial(text)
   except algebra.AlgebraError:
     return None
+
+
+def row_groups(factored: str, expanded: str, seen_lines: set[str] | None = None) -> list[str]:
+  """The groups a test row is scored in: its shape, trig, seen or unseen.
+
+  Shapes are those of `algebra.SHAPES` ("binomials", "k_u_binomial",
+  "monomial", "square"), or "unknown" for a side that is not a product of two
+  linear factors. "seen"/"unseen" (only with `seen_lines`) says whether the
+  whole line also occurs in the training split.
+  """
+  try:
+    groups = ["shape_" + algebra.row_shape(factored)]
+  except algebra.AlgebraError:
+    groups = ["shape_unknown"]
+  if algebra.is_trig(factored):
+    groups.append("shape_trig")
+  if seen_lines is not None:
+    groups.append("seen" if f"{factored}={expanded}" in seen_lines else "unseen")
+  return groups
+
+
+def failure_kinds(expanded: str, predicted: str) -> list[str]:
+  """Why `predicted` is not `expanded` (empty when they are equal).
+
+  One of "unparseable" (not a polynomial of the grammar),
+  "printed_differently" (the right polynomial, printed another way),
+  "wrong_unit" (another variable or function), or the wrong coefficients:
+  "wrong_quadratic", "wrong_linear", "wrong_constant".
+  """
+  if predicted == expanded:
+    return []
+  predicted_poly = _parse_or_none(predicted)
+  if predicted_poly is None:
+    return ["unparseable"]
+  target_poly = _parse_or_none(expanded)
+  if predicted_poly == target_poly:
+    return ["printed_differently"]
+  if target_poly is None or (predicted_poly.unit and target_poly.unit
+                             and predicted_poly.unit != target_poly.unit):
+    return ["wrong_unit"]
+  return [f"wrong_{name}" for name, got, want in zip(
+      COEFFICIENT_NAMES, predicted_poly.coefficients, target_poly.coefficients) if got != want]
 
 
 def score(pairs: Sequence[tuple[str, str]], predictions: Sequence[str],
@@ -44,81 +105,101 @@ def score(pairs: Sequence[tuple[str, str]], predictions: Sequence[str],
     pairs: (factored, expanded) rows.
     predictions: the model's expanded side for each row.
     seen_lines: `factored=expanded` lines of the training split, to split the
-      score into rows seen in training and rows not seen.
+      score into rows seen in training and rows not seen (None: no split).
+
+  Returns:
+    A flat dict: `exact_match`, `num_correct`, `num_examples`; `equivalence`
+    (the fraction whose prediction parses to the target polynomial, printed
+    either way) and `num_equivalent`; `exact_match_<group>` and
+    `num_examples_<group>` for each group of `row_groups` that has rows;
+    `num_failures` and `failures_<kind>` for each kind of `FAILURE_KINDS`.
   """
-  counts = collections.Counter()
-  groups = collections.defaultdict(lambda: [0, 0])  # name -> [correct, total]
-  wrong_coefficients = collections.Counter()
+  if len(pairs) != len(predictions):
+    raise ValueError(f"{len(pairs)} rows but {len(predictions)} predictions")
+  num_correct = num_equivalent = 0
+  groups = collections.defaultdict(lambda: [0, 0])  # group -> [correct, total]
+  failures = collections.Counter({kind: 0 for kind in FAILURE_KINDS})
   for (factored, expanded), predicted in zip(pairs, predictions):
     correct = predicted == expanded
-    counts["num_correct"] += correct
-    counts["num_examples"] += 1
-    if correct:
-      counts["num_equivalent"] += 1
-    groups_of_row = []
-    try:
-      groups_of_row.append("shape/" + algebra.row_shape(factored))
-    except algebra.AlgebraError:
-      groups_of_row.append("shape/unknown")
-    if algebra.is_trig(factored):
-      groups_of_row.append("shape/trig")
-    if seen_lines is not None:
-      groups_of_row.append("seen" if f"{factored}={expanded}" in seen_lines else "unseen")
-    for name in groups_of_row:
-      groups[name][0] += correct
-      groups[name][1] += 1
-    if correct:
-      continue
-    target_poly = _coefficients(expanded)
-    predicted_poly = _coefficients(predicted)
-    if predicted_poly is None:
-      wrong_coefficients["unparseable"] += 1
-      continue
-    if predicted_poly == target_poly:
-      counts["num_equivalent"] += 1
-      wrong_coefficients["printed_differently"] += 1
-      continue
-    if target_poly is None or (predicted_poly.unit and target_poly.unit
-                               and predicted_poly.unit != target_poly.unit):
-      wrong_coefficients["unit"] += 1
-      continue
-    for name, got, want in zip(COEFFICIENT_NAMES, predicted_poly.coefficients,
-                               target_poly.coefficients):
-      if got != want:
-        wrong_coefficients[name] += 1
-  total = max(counts["num_examples"], 1)
+    kinds = failure_kinds(expanded, predicted)
+    num_correct += correct
+    num_equivalent += correct or kinds == ["printed_differently"]
+    failures.update(kinds)
+    for group in row_groups(factored, expanded, seen_lines):
+      groups[group][0] += correct
+      groups[group][1] += 1
+  num_examples = len(pairs)
+  total = max(num_examples, 1)
   metrics = {
-      "exact_match": counts["num_correct"] / total,
-      "num_correct": counts["num_correct"],
-      "num_examples": counts["num_examples"],
-      "equivalence": counts["num_equivalent"] / total,
-      "num_failures": counts["num_examples"] - counts["num_correct"],
-      # Among failures: how many got each coefficient wrong (a row may count
-      # under several), printed a right answer differently, or wrote no polynomial.
-      "wrong_coefficient_counts": dict(sorted(wrong_coefficients.items())),
+      "exact_match": num_correct / total,
+      "num_correct": num_correct,
+      "num_examples": num_examples,
+      "equivalence": num_equivalent / total,
+      "num_equivalent": num_equivalent,
+      "num_failures": num_examples - num_correct,
   }
-  for name, (correct, count) in sorted(groups.items()):
-    metrics[f"exact_match_{name.replace('/', '_')}"] = correct / count
-    metrics[f"num_examples_{name.replace('/', '_')}"] = count
+  for kind in FAILURE_KINDS:
+    metrics[f"failures_{kind}"] = failures[kind]
+  for group, (correct, count) in sorted(groups.items()):
+    metrics[f"exact_match_{group}"] = correct / count
+    metrics[f"num_examples_{group}"] = count
   return metrics
 
 
-def _read_lines_set(path: str) -> set[str] | None:
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8-sig") as f:
-    return {line.rstrip("\r\n") for line in f if line.strip()}
+# ---------------------------------------------------------------------------
+# Evaluation of a run.
 
 
-def evaluate_workdir(config, workdir: str) -> dict:
-  """Scores the best checkpoint of `workdir` on `config.eval.test_file`."""
-  from polyflax import data as data_lib  # pylint: disable=g-import-not-at-top
+def _run_data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """`config` with the data fields the run in `workdir` was trained with.
+
+  The test split and the training split (for the seen/unseen figures) belong
+  to the run, so they come from the data folder its `config.json` names.
+  """
+  merged = ml_collections.ConfigDict(config.to_dict())
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+    for name in ("data_dir", "generated_size", "data_seed"):
+      if name in saved:
+        merged[name] = saved[name]
+  return merged
+
+
+def resolve_test_file(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`config.eval.test_file`; by default the test split of the run's data folder."""
+  if config.eval.test_file != DEFAULT_TEST_FILE:
+    return config.eval.test_file
+  data_config = _run_data_config(config, workdir)
+  test_path = data_lib.split_paths(data_config.data_dir)["test"]
+  if not test_path.exists():
+    test_path = train.prepare_splits(data_config)["test"]
+  return str(test_path)
+
+
+def _training_lines(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, set[str] | None]:
+  """The path and the lines of the run's training split (None if it is missing)."""
+  path = data_lib.split_paths(_run_data_config(config, workdir).data_dir)["train"]
+  if not path.exists():
+    return str(path), None
+  return str(path), {f"{factored}={expanded}"
+                     for factored, expanded in data_lib.read_pairs(path, skip_bad=True).pairs}
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Scores the best checkpoint of `workdir` on the test file; returns the metrics.
+
+  Every process decodes; the first prints, writes `predictions.tsv`,
+  `metrics.json` and TensorBoard scalars (`test/...`) into
+  `config.eval.output_dir` (default WORKDIR/eval).
+  """
+  config_checks.check_config(config)
   eval_cfg = config.eval
-  model = train.restore_for_inference(config, workdir)
   is_main = jax.process_index() == 0
-  test_file = eval_cfg.test_file
-  if test_file == "inputs/test_set.txt" and not os.path.exists(test_file):
-    test_file = str(train.prepare_splits(config)["test"])
+  model = train.restore_for_inference(config, workdir)
+  max_len = model.model_cfg.max_len
+  test_file = resolve_test_file(config, workdir)
   read = data_lib.read_pairs(test_file, skip_bad=config.skip_bad_lines)
   pairs = read.pairs
   if read.skipped and is_main:
@@ -126,52 +207,57 @@ def evaluate_workdir(config, workdir: str) -> dict:
           file=sys.stderr)
   if eval_cfg.limit and eval_cfg.limit > 0:
     pairs = pairs[: eval_cfg.limit]
+  method = "greedy" if eval_cfg.beam_size <= 1 else (
+      f"beam {eval_cfg.beam_size}, length penalty {eval_cfg.length_penalty}")
   if is_main:
     print(f"evaluating checkpoint {model.checkpoint_path} on {len(pairs):,} lines of "
-          f"{test_file} ({'greedy' if eval_cfg.beam_size <= 1 else f'beam {eval_cfg.beam_size}'})",
-          flush=True)
+          f"{test_file} ({method})", flush=True)
   decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
-                           max_len=config.max_len, beam_size=eval_cfg.beam_size,
+                           max_len=max_len, beam_size=eval_cfg.beam_size,
                            length_penalty=eval_cfg.length_penalty,
                            buckets=tuple(config.length_buckets))
-  source_ids = model.vocab.encode_batch([factored for factored, _ in pairs], config.max_len)
-  # Compile every bucket shape first, so the timing is decoding alone.
-  warmup = decoder.decode_ids(source_ids[: min(len(source_ids), 1)], batch_size=eval_cfg.batch_size)
-  del warmup
+  source_ids = model.vocab.encode_batch([factored for factored, _ in pairs], max_len)
+  compile_seconds = decoder.warm_up(source_ids, batch_size=eval_cfg.batch_size)
   start = time.perf_counter()
   predictions = decoder.decode_ids(source_ids, batch_size=eval_cfg.batch_size, progress=True)
   decode_seconds = time.perf_counter() - start
 
-  train_path = os.path.join(os.path.dirname(test_file) or ".", "train_set.txt")
-  metrics = score(pairs, predictions, _read_lines_set(train_path))
-  metrics["decode_seconds"] = decode_seconds
-  metrics["decode_sequences_per_second"] = len(pairs) / max(decode_seconds, 1e-9)
-  metrics["checkpoint"] = model.checkpoint_path
-  metrics["test_file"] = test_file
-  metrics["beam_size"] = eval_cfg.beam_size
-  metrics["device"] = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+  train_path, seen_lines = _training_lines(config, workdir)
+  if seen_lines is None and is_main:
+    print(f"no training split at {train_path}: no seen/unseen figures", file=sys.stderr)
+  metrics = score(pairs, predictions, seen_lines)
+  metrics.update(
+      compile_seconds=compile_seconds,
+      decode_seconds=decode_seconds,
+      decode_sequences_per_second=len(pairs) / max(decode_seconds, 1e-9),
+      beam_size=eval_cfg.beam_size,
+      length_penalty=eval_cfg.length_penalty,
+      step=model.step,
+      checkpoint=model.checkpoint_path,
+      test_file=test_file,
+      train_file=train_path if seen_lines is not None else None,
+      devices=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+      process_count=jax.process_count(),
+  )
   if not is_main:
     return metrics
 
   output_dir = eval_cfg.output_dir or os.path.join(workdir, "eval")
   os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, "predictions.tsv"), "w", encoding="utf-8") as f:
-    f.write("input\ttarget\tprediction\tcorrect\n")
-    for (factored, expanded), predicted in zip(pairs, predictions):
-      f.write(f"{factored}\t{expanded}\t{predicted}\t{int(predicted == expanded)}\n")
+  write_predictions(os.path.join(output_dir, "predictions.tsv"), pairs, predictions)
   with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
     json.dump(metrics, f, indent=2, sort_keys=True)
-  _write_tensorboard(workdir, model.step, metrics)
+    f.write("\n")
+  write_tensorboard(output_dir, model.step, metrics)
 
-  shown = 0
-  for (factored, expanded), predicted in zip(pairs, predictions):
-    if shown >= eval_cfg.examples_to_print:
-      break
+  for (factored, expanded), predicted in itertools.islice(zip(pairs, predictions),
+                                                          eval_cfg.examples_to_print):
     print(f"Input: {factored}\nTarget: {expanded}\nPredicted: {predicted}\n"
           f"score: {int(predicted == expanded)}\n")
-    shown += 1
+  print(_summary(metrics))
   print(f"decoded {len(pairs):,} sequences in {decode_seconds:.2f} s "
-        f"({metrics['decode_sequences_per_second']:,.0f} sequences/s)")
+        f"({metrics['decode_sequences_per_second']:,.0f} sequences/s; "
+        f"compilation {compile_seconds:.1f} s apart) on {metrics['devices']}")
   print(f"wrote {output_dir}/predictions.tsv and {output_dir}/metrics.json")
   print(f"Number Correct: {metrics['num_correct']}")
   print(f"Number of Examples: {metrics['num_examples']}")
@@ -179,49 +265,162 @@ def evaluate_workdir(config, workdir: str) -> dict:
   return metrics
 
 
-def _write_tensorboard(workdir: str, step: int, metrics: dict) -> None:
+def _summary(metrics: dict) -> str:
+  """A few lines: equivalence, the score by group, what went wrong."""
+  groups = sorted(name[len("num_examples_"):] for name in metrics
+                  if name.startswith("num_examples_"))
+  lines = [f"algebraically equivalent: {metrics['equivalence']:.4f}",
+           "exact match by group: " + ", ".join(
+               f"{group} {metrics['exact_match_' + group]:.4f} "
+               f"({metrics['num_examples_' + group]:,})" for group in groups)]
+  failures = [f"{kind} {metrics['failures_' + kind]:,}" for kind in FAILURE_KINDS
+              if metrics["failures_" + kind]]
+  if failures:
+    lines.append(f"failures ({metrics['num_failures']:,}): " + ", ".join(failures))
+  return "\n".join(lines)
+
+
+def write_predictions(path: str, pairs: Sequence[tuple[str, str]],
+                      predictions: Sequence[str]) -> None:
+  """A TSV with a header: input, target, prediction, correct (1 or 0)."""
+  with open(path, "w", encoding="utf-8", newline="\n") as f:
+    f.write("input\ttarget\tprediction\tcorrect\n")
+    for (factored, expanded), predicted in zip(pairs, predictions):
+      f.write(f"{factored}\t{expanded}\t{predicted}\t{int(predicted == expanded)}\n")
+
+
+def write_tensorboard(logdir: str, step: int, metrics: dict) -> None:
+  """The numeric metrics as `test/<name>` scalars at the checkpoint's step."""
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  with SummaryWriter(os.path.join(workdir, "eval")) as writer:
-    for name, value in metrics.items():
+  with SummaryWriter(logdir) as writer:
+    for name, value in sorted(metrics.items()):
       if isinstance(value, (int, float)) and not isinstance(value, bool):
         writer.add_scalar(f"test/{name}", value, step)
 
 
-def check_expression(text: str, vocab: vocab_lib.Vocab) -> str:
-  """The expression stripped of spaces, or AlgebraError saying what is wrong."""
-  if len(text) > 4 * MAX_INPUT_CHARS:
-    raise algebra.AlgebraError(f"input of {len(text)} characters is too long "
-                               f"(at most {MAX_INPUT_CHARS} without spaces)")
-  compact = "".join(text.split())
-  if not compact:
-    raise algebra.AlgebraError("empty input")
-  if len(compact) > MAX_INPUT_CHARS:
-    raise algebra.AlgebraError(f"input of {len(compact)} characters is too long "
-                               f"(at most {MAX_INPUT_CHARS})")
-  algebra.parse_polynomial(compact)  # raises on anything outside the grammar
-  if vocab.unk_id in vocab.encode(compact):
-    raise algebra.AlgebraError("input holds a character outside the vocabulary", compact)
-  return compact
+# ---------------------------------------------------------------------------
+# Prediction.
 
 
-def predict_main(config, workdir: str, expr: str | None) -> int:
-  """Prints the expansion of `expr`, or of each line of standard input."""
-  model = train.restore_for_inference(config, workdir)
-  decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
-                           max_len=config.max_len, beam_size=config.eval.beam_size,
-                           length_penalty=config.eval.length_penalty,
-                           buckets=tuple(config.length_buckets))
-  lines = [expr] if expr is not None else (line.rstrip("\n") for line in sys.stdin)
+def _printable(text: str) -> str:
+  """`text` with line breaks, control and other unprintable characters escaped."""
+  return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+                 for char in text)
+
+
+class InputError(ValueError):
+  """An input the model is not asked about.
+
+  The message is one line of printable characters (others are escaped, as
+  in `\\x1b`), at most `MAX_MESSAGE_CHARS` long.
+  """
+
+  def __init__(self, message: str):
+    message = _printable(message)
+    if len(message) > MAX_MESSAGE_CHARS:
+      message = message[:MAX_MESSAGE_CHARS - 3] + "..."
+    super().__init__(message)
+
+
+def check_expression(text: str, vocab: vocab_lib.Vocab | None = None, *,
+                     max_len: int = 32) -> str:
+  """The factored expression `text`, spelt as the data spells it.
+
+  Accepts any spelling (spaces between tokens, factors in either order,
+  `k*k`) of a product of two linear factors in one unit, as the grammar of
+  `algebra.parse_factored` reads it, and returns it printed as the data set
+  prints factored sides (`algebra.format_factored`), which is what the model
+  was trained on.
+
+  Args:
+    text: any string.
+    vocab: the model's vocabulary (default: the standard one).
+    max_len: the model's longest sequence, eos included.
+
+  Raises:
+    InputError: saying what is wrong, in one printable line: empty or too
+      long input, a character or token outside the grammar, a syntax error,
+      mixed units, an exponent other than 2, or not a product of two linear
+      factors.
+  """
+  if len(text) > MAX_RAW_INPUT_CHARS:
+    raise InputError(f"input of {len(text):,} characters is too long (a factored side "
+                     f"has at most {MAX_INPUT_CHARS})")
+  if not text.strip():
+    raise InputError("empty input: expected a product such as (k-15)*(2*k+29)")
+  try:
+    form = algebra.parse_factored(text)  # spaces may separate tokens, not split them
+    canonical = algebra.format_factored(*form)
+  except algebra.AlgebraError as error:
+    raise InputError(str(error)) from None
+  except ValueError:  # format_factored: a factor without the unit, e.g. 0*k*(k+1)
+    raise InputError(f"not a product of two linear factors in '{text.strip()}'") from None
+  if len(canonical) > MAX_INPUT_CHARS:
+    raise InputError(f"'{text.strip()}' is written '{canonical}' in the data's spelling, "
+                     f"{len(canonical)} characters: longer than any factored side of the data "
+                     f"({MAX_INPUT_CHARS})")
+  vocab = vocab or vocab_lib.Vocab.default()
+  ids = vocab.encode(canonical)
+  if len(ids) > max_len or vocab.unk_id in ids:
+    raise InputError(f"'{canonical}' does not fit the model ({len(ids)} tokens with eos, "
+                     f"at most {max_len}, or a token outside its vocabulary)")
+  return canonical
+
+
+def _lenient_stdio() -> None:
+  """Undecodable input bytes become U+FFFD; unprintable output is escaped, never an error."""
+  for stream, errors in ((sys.stdin, "replace"), (sys.stdout, "backslashreplace"),
+                         (sys.stderr, "backslashreplace")):
+    if hasattr(stream, "reconfigure"):
+      stream.reconfigure(errors=errors)
+
+
+def _restore_quietly(config: ml_collections.ConfigDict, workdir: str) -> train.InferenceModel:
+  """`train.restore_for_inference` without Orbax's warnings about read-only folders.
+
+  Prediction prints one line per input; warnings above errors stay hidden.
+  """
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(min(verbosity, logging.ERROR))  # absl: lower shows less
+  try:
+    return train.restore_for_inference(config, workdir)
+  finally:
+    logging.set_verbosity(verbosity)
+
+
+def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | None) -> int:
+  """Prints the expansion of `expr`, or of each line of standard input.
+
+  Each expansion goes to standard output as one line; an input that is not a
+  product of two linear factors gets one line `error: ...` on standard error
+  instead (blank lines of standard input are skipped). Inputs are checked
+  before the model is restored, so a refused `expr` costs no model loading.
+  Returns 0, or 1 if any input was refused.
+  """
+  _lenient_stdio()
+  config_checks.check_config(config)
+  max_len = train.run_config(config, workdir).max_len
+  vocab = vocab_lib.Vocab.default()
+  decoder = None
+  lines = [expr] if expr is not None else (line.rstrip("\r\n") for line in sys.stdin)
   status = 0
   for line in lines:
     if expr is None and not line.strip():
       continue
     try:
-      compact = check_expression(line, model.vocab)
-    except algebra.AlgebraError as error:
+      factored = check_expression(line, vocab, max_len=max_len)
+    except InputError as error:
       print(f"error: {error}", file=sys.stderr, flush=True)
       status = 1
       continue
-    (prediction,) = decoder.decode_texts([compact], batch_size=8)
+    if decoder is None:
+      model = _restore_quietly(config, workdir)
+      # One bucket: a single compiled shape serves every expression.
+      decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
+                               max_len=model.model_cfg.max_len,
+                               beam_size=config.eval.beam_size,
+                               length_penalty=config.eval.length_penalty,
+                               buckets=(model.model_cfg.max_len,))
+    (prediction,) = decoder.decode_texts([factored], batch_size=1)
     print(prediction, flush=True)
   return status

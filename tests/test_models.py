@@ -132,6 +132,59 @@ def test_beam_of_one_is_greedy_and_wider_beams_score_no_worse():
     per_token = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], -1)[..., 0]
     return jnp.sum(per_token * (tokens != 0), axis=1)
 
-  ended = np.asarray((greedy == decode.EOS_ID).any(1) & (beam4 == decode.EOS_ID).any(1))
-  assert ended[:-1].any()
-  assert np.all(np.asarray(log_prob(beam4))[ended] >= np.asarray(log_prob(greedy))[ended] - 1e-3)
+  # With alpha=0 both are scored by their summed log-probability, ended or not
+  # (random parameters seldom emit eos, so most rows run all 16 steps).
+  beam_scores, greedy_scores = np.asarray(log_prob(beam4)), np.asarray(log_prob(greedy))
+  assert np.all(beam_scores[:-1] >= greedy_scores[:-1] - 1e-3)
+  assert np.any(beam_scores[:-1] > greedy_scores[:-1] + 1e-2)  # the beam finds better outputs
+
+
+def _eos_like(params, token, scale):
+  """`params` with the eos embedding set to `scale` times the embedding of `token`."""
+  def edit(path, x):
+    if "['embed']['embedding']" in jax.tree_util.keystr(path):
+      return x.at[decode.EOS_ID].set(scale * x[token])
+    return x
+  return jax.tree_util.tree_map_with_path(edit, params)
+
+
+def _best_of_two_tokens(graphdef, params, source, alpha):
+  """By brute force, the best output of at most two tokens: [eos, 0] or [t1, t2].
+
+  Returns it with the log-probabilities of [eos] and of the likeliest [t1, t2].
+  """
+  choices = np.arange(2, VOCAB)  # every token but pad and bos
+  targets = jnp.asarray(np.stack([choices, np.zeros_like(choices)], 1), jnp.int32)
+  logits = apply(graphdef, params, jnp.repeat(source[None], len(choices), 0), targets)
+  logits = jnp.where(jnp.arange(VOCAB) < 2, -1e9, logits.astype(jnp.float32))
+  log_probs = np.asarray(jax.nn.log_softmax(logits))  # [first token, position, vocab]
+  penalty = lambda length: float(decode.length_penalty(jnp.int32(length), alpha))
+  first = log_probs[0, 0, choices]
+  pairs = first[:, None] + log_probs[:, 1, choices]
+  pairs[choices == decode.EOS_ID] = -np.inf  # nothing follows eos
+  eos = first[choices == decode.EOS_ID][0]
+  t1, t2 = np.unravel_index(np.argmax(pairs), pairs.shape)
+  best = [decode.EOS_ID, 0] if eos / penalty(1) > pairs.max() / penalty(2) else [
+      choices[t1], choices[t2]]
+  return best, eos, pairs.max()
+
+
+def test_beam_of_every_token_is_an_exhaustive_search_of_two_token_outputs():
+  graphdef, params = random_model(small_config())
+  inputs = random_inputs(3, 8, seed=2)[:2]
+  alpha = 1.0
+  beam_search = _jit(decode.beam_search, max_len=2, beam_size=VOCAB - 2, alpha=alpha)
+  # Random parameters seldom end early; an eos embedding close to that of the
+  # likeliest first token makes [eos] compete with the two-token outputs.
+  likeliest = _best_of_two_tokens(graphdef, params, inputs[0], alpha)[0][0]
+  early_ends = decided_by_length = 0
+  for scale in (None, 0.88, 0.91, 0.94, 0.97):
+    variant = params if scale is None else _eos_like(params, likeliest, scale)
+    beam = np.asarray(beam_search(graphdef, variant, inputs))
+    for row, source in enumerate(inputs):
+      best, eos, pair = _best_of_two_tokens(graphdef, variant, source, alpha)
+      np.testing.assert_array_equal(beam[row], best)
+      early_ends += best[0] == decode.EOS_ID
+      decided_by_length += best[0] != decode.EOS_ID and eos > pair
+  assert early_ends  # [eos] won somewhere
+  assert decided_by_length  # and somewhere it was likelier but lost to length normalisation

@@ -1,0 +1,157 @@
+"""Decoding throughput: the cached decoders against the recompute decoder.
+
+Decodes the same factored expressions with
+  * greedy: `decode.greedy_decode`, one token per step through a key/value cache,
+  * beam:   `decode.beam_search` with --beam_size beams, also cached,
+  * recompute: `decode.recompute_greedy_decode`, the reference's method, which
+    runs the whole (max_len-wide) prefix through the decoder at every step,
+each through `decode.Decoder` (length buckets, batches sharded over every
+device), and reports sequences per second with compilation timed apart, and
+each method's speed as a ratio to recompute's, all from one run.
+
+Parameters are random (the config's model shape) unless --workdir names a
+trained run, whose best checkpoint is restored. An untrained model rarely
+emits eos, so with random parameters every batch runs all max_len steps: the
+most work per sequence, for every method alike.
+
+Usage:
+  python bench/bench_decode.py [--config configs/default.py] [--workdir RUN]
+      [--num 2048] [--batch_size 512] [--beam_size 4]
+      [--methods greedy,beam,recompute] [--data FILE] [--json OUT]
+"""
+
+import argparse
+import functools
+import importlib.util
+import json
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from polyflax import data as data_lib  # pylint: disable=g-import-not-at-top
+from polyflax import decode  # pylint: disable=g-import-not-at-top
+from polyflax import generate  # pylint: disable=g-import-not-at-top
+from polyflax import sharding  # pylint: disable=g-import-not-at-top
+from polyflax import train  # pylint: disable=g-import-not-at-top
+from polyflax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+
+METHODS = ("greedy", "beam", "recompute")
+
+
+def load_config(path: str):
+  """`get_config()` of a config file (configs/*.py)."""
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def model_and_params(config, workdir: str | None):
+  """(graphdef, params, vocab, mesh, max_len, where the parameters came from)."""
+  if workdir:
+    model = train.restore_for_inference(config, workdir)
+    return (model.graphdef, model.params, model.vocab, model.mesh, model.model_cfg.max_len,
+            model.checkpoint_path)
+  mesh = sharding.make_mesh()
+  vocab = vocab_lib.Vocab.default()
+  graphdef, params = train.create_model(train.model_config(config, vocab.size), config.seed)
+  return (graphdef, sharding.put_replicated(params, mesh), vocab, mesh, config.max_len,
+          f"random (seed {config.seed})")
+
+
+def factored_sides(num: int, data_file: str | None, seed: int) -> list[str]:
+  """`num` factored expressions: the first lines of `data_file`, or generated ones."""
+  if data_file:
+    pairs = data_lib.read_pairs(data_file).pairs[:num]
+    if len(pairs) < num:
+      raise SystemExit(f"{data_file} has only {len(pairs)} lines; lower --num")
+    return [factored for factored, _ in pairs]
+  return [line.split("=")[0] for line in generate.generate_lines(num, seed)]
+
+
+def decode_fn(method: str, max_len: int, beam_size: int, length_penalty: float):
+  if method == "greedy":
+    return functools.partial(decode.greedy_decode, max_len=max_len)
+  if method == "beam":
+    return functools.partial(decode.beam_search, max_len=max_len, beam_size=beam_size,
+                             alpha=length_penalty)
+  return functools.partial(decode.recompute_greedy_decode, max_len=max_len)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default=str(REPO / "configs" / "default.py"),
+                      help="config file: the model shape, max_len and length buckets")
+  parser.add_argument("--workdir", default=None, help="restore this run's best checkpoint")
+  parser.add_argument("--num", type=int, default=2048, help="sequences decoded per method")
+  parser.add_argument("--batch_size", type=int, default=512,
+                      help="sequences per batch of the longest bucket (shorter buckets hold more)")
+  parser.add_argument("--beam_size", type=int, default=4)
+  parser.add_argument("--length_penalty", type=float, default=0.6)
+  parser.add_argument("--methods", default=",".join(METHODS),
+                      help=f"comma-separated, of {', '.join(METHODS)}")
+  parser.add_argument("--data", default=None, help="factored=expanded lines (default: generated)")
+  parser.add_argument("--seed", type=int, default=1)
+  parser.add_argument("--json", default=None, help="also write the figures here")
+  args = parser.parse_args(argv)
+  methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+  unknown = sorted(set(methods) - set(METHODS))
+  if unknown:
+    raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
+
+  config = load_config(args.config)
+  graphdef, params, vocab, mesh, max_len, source = model_and_params(config, args.workdir)
+  sources = factored_sides(args.num, args.data, args.seed)
+  source_ids = vocab.encode_batch(sources, max_len)
+  devices = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+  print(f"{len(sources):,} sequences, batch {args.batch_size} (longest bucket), buckets "
+        f"{tuple(config.length_buckets)}, max_len {max_len}, parameters {source}, "
+        f"devices {devices}", flush=True)
+
+  results, outputs = {}, {}
+  for method in methods:
+    decoder = decode.Decoder(graphdef, params, vocab, mesh, max_len=max_len,
+                             buckets=tuple(config.length_buckets),
+                             decode_fn=decode_fn(method, max_len, args.beam_size,
+                                                 args.length_penalty))
+    compile_seconds = decoder.warm_up(source_ids, batch_size=args.batch_size)
+    start = time.perf_counter()
+    outputs[method] = decoder.decode_ids(source_ids, batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    results[method] = {
+        "sequences_per_second": len(sources) / seconds,
+        "decode_seconds": seconds,
+        "compile_seconds": compile_seconds,
+        "mean_output_tokens": float(np.mean([len(vocab.encode(text, add_eos=False))
+                                             for text in outputs[method]])),
+    }
+    print(f"{method:>9}: {results[method]['sequences_per_second']:10,.1f} sequences/s "
+          f"({seconds:.2f} s; compilation {compile_seconds:.1f} s apart)", flush=True)
+
+  if "recompute" in results:
+    baseline = results["recompute"]["sequences_per_second"]
+    for method, figures in results.items():
+      figures["speedup_over_recompute"] = figures["sequences_per_second"] / baseline
+    print("speed-up over recompute: " + ", ".join(
+        f"{method} {figures['speedup_over_recompute']:.1f}x" for method, figures in results.items()
+        if method != "recompute"))
+    if "greedy" in outputs:
+      same = np.mean([a == b for a, b in zip(outputs["greedy"], outputs["recompute"])])
+      results["greedy"]["same_output_as_recompute"] = float(same)
+      print(f"greedy and recompute agree on {same:.2%} of the sequences")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump({"devices": devices, "num": len(sources), "batch_size": args.batch_size,
+                 "beam_size": args.beam_size, "parameters": source, "config": args.config,
+                 "results": results}, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
