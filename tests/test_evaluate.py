@@ -7,7 +7,6 @@ import json
 import os
 import pathlib
 import re
-import struct
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tb_events import read_scalars
 from flax import nnx
 
 from polyflax import algebra, decode, evaluate, generate, input_pipeline, models, sharding
@@ -242,22 +242,6 @@ def run_main(tiny_run, *flags, stdin=None):
   command = [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
              f"--config.data_dir={data_dir}", "--config.generated_size=2000", *flags]
   return subprocess.run(command, cwd=REPO, capture_output=True, input=stdin, timeout=600)
-
-
-def read_scalars(logdir):
-  """{tag: [(step, value)]} of the event files in `logdir`."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  scalars = {}
-  for path in pathlib.Path(logdir).glob("events.out.tfevents.*"):
-    with open(path, "rb") as f:
-      while header := f.read(12):
-        (length,) = struct.unpack("<Q", header[:8])
-        event = event_pb2.Event.FromString(f.read(length))
-        f.read(4)
-        for value in event.summary.value:
-          if value.HasField("simple_value"):
-            scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
 
 
 def read_predictions(path):

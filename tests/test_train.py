@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from tb_events import read_scalars
 
 from polyflax import checkpoints, cli, train
 
@@ -27,22 +28,6 @@ def tiny_config(data_dir, **overrides):
       target = target[parent]
     target[leaf] = value
   return config
-
-
-def read_scalars(path):
-  """{tag: [(step, value)]} of an event file (TFRecord framing of Event protos)."""
-  import struct  # pylint: disable=g-import-not-at-top
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  scalars = {}
-  with open(path, "rb") as f:
-    while header := f.read(12):
-      (length,) = struct.unpack("<Q", header[:8])
-      event = event_pb2.Event.FromString(f.read(length))
-      f.read(4)
-      for value in event.summary.value:
-        if value.HasField("simple_value"):
-          scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
 
 
 def latest_params(workdir):
@@ -105,7 +90,7 @@ def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
   assert os.path.exists(workdir / "config.json") and os.path.exists(workdir / "vocab.json")
   steps = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
   assert steps
-  tags = set(read_scalars(glob.glob(str(workdir / "events.out.tfevents.*"))[0]))
+  tags = set(read_scalars(workdir))
   for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/examples_per_second",
               "val/loss", "val/token_accuracy", "val/sequence_accuracy", "val/exact_match"):
     assert tag in tags, tags
