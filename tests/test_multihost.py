@@ -19,7 +19,7 @@ import pytest
 import multihost_run  # tests/ is on the path (tests have no __init__.py)
 from configs import default
 from polyflax import cli, config_checks, distributed
-from test_train import read_scalars
+from tb_events import read_scalars
 
 # 600 generated lines: 456 training examples, 7 steps of 64 per epoch, 14
 # steps in 2 epochs, validation (and a checkpoint) at steps 4, 8, 12 and 14.
@@ -105,11 +105,7 @@ def spec(root, name, phases):
 
 def scalars(workdir):
   """{tag: {step: value}} over the run's event files (one per training phase)."""
-  merged = {}
-  for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
-    for tag, values in read_scalars(path).items():
-      merged.setdefault(tag, {}).update(values)
-  return merged
+  return {tag: dict(values) for tag, values in read_scalars(workdir).items()}
 
 
 def checkpoint_params(workdir, step):
