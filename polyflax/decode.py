@@ -26,9 +26,8 @@ from jax.experimental import multihost_utils
 from polyflax import input_pipeline
 from polyflax import sharding
 from polyflax import vocab as vocab_lib
-
-PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
-NEG_INF = -1e9
+from polyflax.models import NEG_INF
+from polyflax.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
 def _never_pad_or_bos(logits: jax.Array) -> jax.Array:

@@ -112,7 +112,7 @@ def example_lengths(ids: np.ndarray) -> np.ndarray:
   ids = np.asarray(ids)
   if ids.ndim != 2:
     raise ValueError(f"expected a 2-D array of token ids, got shape {ids.shape}")
-  non_pad = ids != 0
+  non_pad = ids != vocab_lib.PAD_ID
   width = ids.shape[1]
   if width == 0:
     return np.zeros(ids.shape[0], dtype=np.int64)

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from polyflax.vocab import PAD_ID
+
 # Each averaged metric: (numerator sum, denominator sum).
 AVERAGES = {
     "loss": ("loss_sum", "token_count"),
@@ -27,7 +29,7 @@ def cross_entropy_sums(logits: jax.Array, targets: jax.Array, example_mask: jax.
 
   Args:
     logits: [B, T, V] (any float dtype; computed in float32).
-    targets: [B, T] int, 0 = padding.
+    targets: [B, T] int, PAD_ID = padding.
     example_mask: [B], 1 for real examples, 0 for padding rows.
     label_smoothing: mass spread evenly over the other V - 1 tokens.
   Returns:
@@ -35,7 +37,7 @@ def cross_entropy_sums(logits: jax.Array, targets: jax.Array, example_mask: jax.
   """
   logits = logits.astype(jnp.float32)
   vocab_size = logits.shape[-1]
-  weights = (targets != 0).astype(jnp.float32) * example_mask.astype(jnp.float32)[:, None]
+  weights = (targets != PAD_ID).astype(jnp.float32) * example_mask.astype(jnp.float32)[:, None]
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   confidence = 1.0 - label_smoothing
   low = label_smoothing / (vocab_size - 1)

@@ -27,7 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-NEG_INF = -1e9  # large finite negative: a fully masked row stays finite.
+from polyflax.vocab import BOS_ID, PAD_ID
+
+# The logit of a masked position (also the score of a ruled-out token in
+# decoding): large, finite and negative, so a fully masked row stays finite.
+NEG_INF = -1e9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +243,8 @@ class Transformer(nnx.Module):
                       preferred_element_type=jnp.float32)
 
   def encode(self, inputs, *, deterministic=True, rngs=None):
-    """inputs [B, S] int (0 = padding) -> encoded [B, S, D] float32."""
-    valid = inputs != 0
+    """inputs [B, S] int (PAD_ID = padding) -> encoded [B, S, D] float32."""
+    valid = inputs != PAD_ID
     mask = padding_mask(valid, valid)
     x = self._embed(inputs, 0, deterministic=deterministic, rngs=rngs)
     for layer in self.encoder_layers:
@@ -255,7 +259,7 @@ class Transformer(nnx.Module):
     """Teacher-forced decoding: decoder_inputs [B, T] (bos first) -> logits [B, T, V]."""
     target_valid = jnp.ones(decoder_inputs.shape, dtype=bool)
     self_mask = causal_mask(decoder_inputs.shape[1])
-    cross_mask = padding_mask(target_valid, inputs != 0)
+    cross_mask = padding_mask(target_valid, inputs != PAD_ID)
     cross_kv = self.cross_attention_cache(encoded)
     x = self._embed(decoder_inputs, 0, deterministic=deterministic, rngs=rngs)
     for layer, layer_cross_kv in zip(self.decoder_layers, cross_kv):
@@ -266,7 +270,7 @@ class Transformer(nnx.Module):
   def __call__(self, inputs, targets, *, deterministic=True, rngs=None):
     """inputs [B, S], targets [B, T] (eos-terminated, 0-padded) -> logits [B, T, V].
 
-    The decoder reads the targets shifted right by one with bos (id 1) first.
+    The decoder reads the targets shifted right by one with bos (BOS_ID) first.
     """
     encoded = self.encode(inputs, deterministic=deterministic, rngs=rngs)
     return self.decode(shift_right(targets), encoded, inputs,
@@ -296,7 +300,7 @@ class Transformer(nnx.Module):
     """
     max_len = cache[0]["keys"].shape[1]
     self_mask = (jnp.arange(max_len) <= index)[None, None, None, :]
-    cross_mask = (inputs != 0)[:, None, None, :]
+    cross_mask = (inputs != PAD_ID)[:, None, None, :]
     x = self._embed(tokens[:, None], index, deterministic=True, rngs=None)
     new_cache = []
     for layer, layer_cache, layer_cross_kv in zip(self.decoder_layers, cache, cross_kv):
@@ -316,12 +320,19 @@ class Transformer(nnx.Module):
     return self._logits(x)[:, 0], new_cache
 
 
-def shift_right(targets, bos_id: int = 1):
+def shift_right(targets):
   """[B, T] -> [B, T]: bos then targets[:, :-1]."""
-  bos = jnp.full(targets.shape[:1] + (1,), bos_id, dtype=targets.dtype)
+  bos = jnp.full(targets.shape[:1] + (1,), BOS_ID, dtype=targets.dtype)
   return jnp.concatenate([bos, targets[:, :-1]], axis=1)
 
 
-def count_params(model: nnx.Module) -> int:
-  """Number of trainable parameters."""
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+def count_params(params) -> int:
+  """Number of parameters of a model, or of its split parameter state.
+
+  The one place the parameter count is computed: the cap check, the training
+  banner, the hyperparameters, the exported model.json and the benchmarks
+  all use it. Accepts concrete or abstract (ShapeDtypeStruct) leaves.
+  """
+  if isinstance(params, nnx.Module):
+    params = nnx.state(params, nnx.Param)
+  return int(sum(np.prod(x.shape, dtype=np.int64) for x in jax.tree.leaves(params)))

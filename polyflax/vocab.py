@@ -36,6 +36,9 @@ BOS = "<bos>"
 EOS = "<eos>"
 UNK = "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+# Ids of the special tokens in every vocabulary (they come first, in this
+# order). The model, the decoder and the input pipeline read them from here.
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = (SPECIAL_TOKENS.index(token) for token in SPECIAL_TOKENS)
 
 DIGITS = tuple("0123456789")
 VARIABLES = tuple("achijknostxyz")
@@ -94,7 +97,7 @@ class Vocab:
   def __init__(self, tokens: Sequence[str]):
     """Builds a vocabulary from its token list (specials first, in order)."""
     self.tokens = _validate_tokens(tokens)
-    self.pad_id, self.bos_id, self.eos_id, self.unk_id = range(len(SPECIAL_TOKENS))
+    self.pad_id, self.bos_id, self.eos_id, self.unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
     self._token_to_id = {token: i for i, token in enumerate(self.tokens)}
     # Text printed for each id by `decode`: specials other than unk print
     # nothing (decode skips them anyway), unk prints a visible marker.
