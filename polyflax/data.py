@@ -3,7 +3,7 @@
 Command line:
   python -m polyflax.data generate --n 1000000 --seed 0 --out inputs/dataset.txt
   python -m polyflax.data check FILE
-  python -m polyflax.data split [--inputs inputs] [--seed 0]
+  python -m polyflax.data split [--inputs inputs] [--seed 0] [--size 1000000]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import pathlib
 import re
 import sys
-import tempfile
 from typing import Iterable, Sequence
 
 from absl import logging
@@ -24,6 +23,7 @@ import numpy as np
 import tqdm
 
 from polyflax import algebra
+from polyflax import fileio
 from polyflax import generate
 
 # The longest side of the original data set has 29 characters.
@@ -88,6 +88,13 @@ class ReadResult:
   pairs: list[tuple[str, str]]
   skipped: int = 0
   problems: tuple[DataError, ...] = ()
+
+  def skipped_report(self) -> str:
+    """The one line that says how many lines were skipped, and the first of them."""
+    if not self.skipped:
+      return ""
+    first = self.problems[0]
+    return f"{first.path}: skipped {self.skipped} malformed lines (the first: {first})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +231,8 @@ def read_pairs(path: str | os.PathLike, *, check: bool = False,
     check: also require every expanded side to be the canonical expansion of
       its factored side (slower).
     skip_bad: leave bad lines out (counted in `skipped`, first ones in
-      `problems`, and logged) instead of stopping at the first.
+      `problems`, and reported in one line on standard error) instead of
+      stopping at the first.
 
   Returns:
     The pairs, the number of skipped lines and the first problems.
@@ -258,10 +266,10 @@ def read_pairs(path: str | os.PathLike, *, check: bool = False,
         problems.append(error)
       continue
     pairs.append(result)
+  result = ReadResult(pairs=pairs, skipped=skipped, problems=tuple(problems))
   if skipped:
-    logging.warning("%s: skipped %d bad line(s) of %d; first: %s", path, skipped, len(lines),
-                    problems[0])
-  return ReadResult(pairs=pairs, skipped=skipped, problems=tuple(problems))
+    print(result.skipped_report(), file=sys.stderr, flush=True)
+  return result
 
 
 def _canonical_problem(factored: str, expanded: str) -> str | None:
@@ -314,26 +322,8 @@ def check_file(path: str | os.PathLike, max_problems: int = MAX_REPORTED_PROBLEM
 
 
 def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> pathlib.Path:
-  """Writes lines (each followed by a newline) so that `path` is never partial.
-
-  The text goes to a temporary file in the same directory, which then
-  replaces `path` in one step.
-  """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-      for line in lines:
-        out.write(line)
-        out.write("\n")
-      out.flush()
-      os.fsync(out.fileno())
-    os.replace(temporary, path)
-  except BaseException:
-    pathlib.Path(temporary).unlink(missing_ok=True)
-    raise
-  return path
+  """Writes lines atomically, with ordinary permissions (see `fileio`)."""
+  return fileio.write_lines_atomic(path, lines)
 
 
 def generate_file(path: str | os.PathLike, n: int = DATASET_SIZE,
@@ -404,12 +394,15 @@ def _manifest_is_current(paths: dict[str, pathlib.Path], source: pathlib.Path, s
              for name in SPLIT_NAMES)
 
 
-def ensure_splits(inputs_dir: str | os.PathLike = "inputs",
-                  seed: int = 0) -> dict[str, pathlib.Path]:
+def ensure_splits(inputs_dir: str | os.PathLike = "inputs", seed: int = 0, *,
+                  generated_size: int | None = None,
+                  announce: bool = False) -> dict[str, pathlib.Path]:
   """Makes train/val/test splits of the source file unless they are current.
 
   The source is `inputs_dir/train.txt` if it exists, else
-  `inputs_dir/dataset.txt` (generated with n=1,000,000, seed 0 if missing).
+  `inputs_dir/dataset.txt`, generated (`generated_size` lines, default
+  DATASET_SIZE, seeded with `seed`) when missing; `announce` says so on
+  standard output first.
   Test is 20% of the rows, validation 5% of the rest, train the remainder,
   written as `train_set.txt`, `val_set.txt` and `test_set.txt` with a manifest
   `splits.json` (source name and sha256, seed, counts, sha256 of each split).
@@ -422,8 +415,11 @@ def ensure_splits(inputs_dir: str | os.PathLike = "inputs",
   inputs = pathlib.Path(inputs_dir)
   source = source_path(inputs)
   if not source.exists():
-    logging.info("generating %s (%d lines, seed %d)", source, DATASET_SIZE, DATASET_SEED)
-    generate_file(source, DATASET_SIZE, DATASET_SEED)
+    generated_size = DATASET_SIZE if generated_size is None else generated_size
+    if announce:
+      print(f"generating {generated_size:,} lines into {source}", flush=True)
+    logging.info("generating %s (%d lines, seed %d)", source, generated_size, seed)
+    generate_file(source, generated_size, seed)
   paths = split_paths(inputs)
   source_sha256 = _sha256(source)
   result = dict(paths, source=source)
@@ -451,6 +447,12 @@ def ensure_splits(inputs_dir: str | os.PathLike = "inputs",
 # Command line.
 
 
+def split_command(data_dir: str | os.PathLike, seed: int, generated_size: int) -> str:
+  """The command that makes the splits of `data_dir` as training would."""
+  return (f"python -m polyflax.data split --inputs {os.fspath(data_dir)} --seed {seed} "
+          f"--size {generated_size}")
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m polyflax.data",
                                    description=__doc__.splitlines()[0])
@@ -463,9 +465,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   gen.add_argument("--n", type=int, default=DATASET_SIZE, help="number of lines")
   gen.add_argument("--seed", type=int, default=DATASET_SEED, help="random seed")
   gen.add_argument("--out", default="inputs/dataset.txt", help="output file (written atomically)")
-  split = commands.add_parser("split", help="write the train/val/test splits if not current")
+  split = commands.add_parser(
+      "split", help="write the train/val/test splits if not current (generating the source "
+      "dataset.txt first when the folder has no train.txt or dataset.txt)")
   split.add_argument("--inputs", default="inputs", help="directory of the source and the splits")
-  split.add_argument("--seed", type=int, default=0, help="seed of the split permutation")
+  split.add_argument("--seed", type=int, default=0,
+                     help="seed of the split permutation (and of a generated source)")
+  split.add_argument("--size", type=int, default=DATASET_SIZE,
+                     help="lines generated when the folder has no source file")
   return parser.parse_args(argv)
 
 
@@ -488,7 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       path = generate_file(args.out, args.n, args.seed)
       print(f"wrote {args.n} lines to {path}")
       return 0
-    paths = ensure_splits(args.inputs, args.seed)
+    if args.size < 1:
+      print(f"error: --size must be >= 1, got {args.size}", file=sys.stderr)
+      return 2
+    paths = ensure_splits(args.inputs, args.seed, generated_size=args.size, announce=True)
     manifest = json.loads(paths["manifest"].read_text(encoding="utf-8"))
     print(f"splits of {paths['source']}: " +
           ", ".join(f"{name} {manifest['counts'][name]} ({paths[name]})" for name in SPLIT_NAMES))

@@ -27,12 +27,15 @@ On the CPU, collectives between processes go through gloo
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
 
 import jax
 import ml_collections
 from absl import logging
 
 from polyflax import config_checks
+
+T = TypeVar("T")
 
 _ENABLED_VALUES = ("auto", "true", "false")
 
@@ -131,3 +134,19 @@ def initialize(config: ml_collections.ConfigDict) -> bool:
     print(f"distributed: {jax.process_count()} processes, {jax.device_count()} devices "
           f"({jax.local_device_count()} on process 0)", flush=True)
   return True
+
+
+def process_zero_first(make: Callable[[], T], what: str) -> T:
+  """Runs `make` on process 0, then on the others once process 0 is done.
+
+  For work that writes shared files (the data splits): process 0 makes them
+  first; the others then find its files on a shared filesystem, or make the
+  same ones (the work is seeded) on their own disks. With one process this
+  is just `make()`.
+  """
+  if jax.process_count() == 1:
+    return make()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  result = make() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices(f"polyflax: {what}")
+  return result if jax.process_index() == 0 else make()

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import stat
 import subprocess
 import sys
 
@@ -69,14 +70,15 @@ def test_check_finds_wrong_expansions(tmp_path):
     data.read_pairs(path, check=True)
 
 
-def test_skip_bad_counts_and_logs(tmp_path, caplog):
+def test_skip_bad_counts_and_reports(tmp_path, capsys):
   lines = GOOD + ["nothing", "x=y=z", "x**2=x**2", "q=1"]
   path = write(tmp_path, "\n".join(lines) + "\n")
   result = data.read_pairs(path, skip_bad=True)
   assert result.skipped == 3
   assert [problem.line_number for problem in result.problems] == [5, 6, 8]
   assert len(result.pairs) == 5
-  assert "skipped 3 bad line(s)" in caplog.text
+  report = capsys.readouterr().err
+  assert report == f"{path}: skipped 3 malformed lines (the first: {result.problems[0]})\n"
 
 
 def test_crlf_bom_and_trailing_blank_lines_are_accepted(tmp_path):
@@ -234,6 +236,16 @@ def test_splits_are_deterministic(tmp_path):
     assert one.read_bytes() == two.read_bytes()
   # Pinned permutation: the same on every machine.
   assert data.split_indices(10, seed=0)["test"].tolist() == [4, 6]
+
+
+def test_splits_and_generated_source_get_ordinary_permissions(tmp_path):
+  previous = os.umask(0o022)
+  try:
+    paths = data.ensure_splits(tmp_path / "fresh", seed=0, generated_size=300)
+  finally:
+    os.umask(previous)
+  for name in ("source", "train", "val", "test", "manifest"):
+    assert stat.S_IMODE(paths[name].stat().st_mode) == 0o644, name
 
 
 def test_splits_not_rewritten_when_current(tmp_path):
