@@ -16,11 +16,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import tiny  # pylint: disable=g-import-not-at-top,wrong-import-position
-from polyflax import sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from polyflax import config_files, sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 assert jax.device_count() == num_devices, jax.devices()
-config = tiny.get_config()
+config = config_files.load(config_files.TINY_CONFIG)
 experiment = train.build(config, total_steps=100)
 rng = np.random.default_rng(0)
 batch_size, length = 16, 12

@@ -100,17 +100,6 @@ def launch(spec: dict, *, num_processes: int, devices_per_process: int,
   return outputs
 
 
-def _apply_overrides(config, overrides: dict) -> None:
-  for name, value in overrides.items():
-    target = config
-    *parents, leaf = name.split(".")
-    for parent in parents:
-      target = target[parent]
-    if leaf not in target:
-      raise KeyError(f"no config field {name}")
-    target[leaf] = value
-
-
 def _worker(argv: list[str]) -> int:
   spec_path, process_id, num_processes, devices, port = argv
   process_id, num_processes, devices = int(process_id), int(num_processes), int(devices)
@@ -123,13 +112,12 @@ def _worker(argv: list[str]) -> int:
     spec = json.load(f)
 
   import jax  # pylint: disable=g-import-not-at-top
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  from polyflax import cli, distributed, train  # pylint: disable=g-import-not-at-top
+  from polyflax import cli, config_files, distributed, train  # pylint: disable=g-import-not-at-top
 
   def make_config(phase_overrides):
-    config = tiny.get_config()
-    _apply_overrides(config, spec.get("overrides", {}))
-    _apply_overrides(config, phase_overrides)
+    config = config_files.load(config_files.TINY_CONFIG)
+    config_files.set_fields(config, spec.get("overrides", {}))
+    config_files.set_fields(config, phase_overrides)
     if num_processes > 1:
       config.distributed.enabled = "true"
       config.distributed.coordinator_address = f"127.0.0.1:{port}"

@@ -19,6 +19,7 @@ import pytest
 import multihost_run  # tests/ is on the path (tests have no __init__.py)
 from configs import default
 from polyflax import cli, config_checks, distributed
+from checkpoint_files import read_arrays
 from tb_events import read_scalars
 
 # 600 generated lines: 456 training examples, 7 steps of 64 per epoch, 14
@@ -103,6 +104,11 @@ def spec(root, name, phases):
                             **{"eval.test_file": os.path.join(data_dir, "test_set.txt")})}
 
 
+def read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
 def scalars(workdir):
   """{tag: {step: value}} over the run's event files (one per training phase)."""
   return {tag: dict(values) for tag, values in read_scalars(workdir).items()}
@@ -111,12 +117,7 @@ def scalars(workdir):
 def checkpoint_params(workdir, step):
   """The parameter arrays of a checkpoint, read as NumPy arrays."""
   import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                          checkpointer.metadata(path).item_metadata.tree)
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  restored = read_arrays(os.path.join(workdir, "checkpoints", str(step), "state"))
   return jax.tree.leaves(restored["params"])
 
 
@@ -140,13 +141,13 @@ def runs(tmp_path_factory):
 
 
 def test_processes_and_devices(runs):
-  infos = [json.load(open(os.path.join(runs["multi"]["out_dir"], f"process_{i}.json")))
+  infos = [read_json(os.path.join(runs["multi"]["out_dir"], f"process_{i}.json"))
            for i in (0, 1)]
   assert [info["process_index"] for info in infos] == [0, 1]
   for info in infos:
     assert (info["process_count"], info["device_count"], info["local_device_count"]) == (2, 4, 2)
     assert info["statuses"] == [0]
-  single = json.load(open(os.path.join(runs["single"]["out_dir"], "process_0.json")))
+  single = read_json(os.path.join(runs["single"]["out_dir"], "process_0.json"))
   assert (single["process_count"], single["device_count"]) == (1, 4)
 
 
@@ -201,7 +202,7 @@ def test_evaluation_scores_every_test_row_once(runs):
   assert [row.rsplit("\t", 2)[0] for row in rows] == expected
   assert filecmp.cmp(os.path.join(multi_eval, "predictions.tsv"),
                      os.path.join(single_eval, "predictions.tsv"), shallow=False)
-  metrics = json.load(open(os.path.join(multi_eval, "metrics.json")))
-  single_metrics = json.load(open(os.path.join(single_eval, "metrics.json")))
+  metrics = read_json(os.path.join(multi_eval, "metrics.json"))
+  single_metrics = read_json(os.path.join(single_eval, "metrics.json"))
   assert metrics["num_examples"] == 40
   assert metrics["num_correct"] == single_metrics["num_correct"]
