@@ -3,6 +3,10 @@
   python main.py --config configs/default.py --workdir runs/red
   python main.py --config configs/default.py --workdir runs/red --mode=evaluate
   python main.py --config configs/default.py --workdir runs/red --mode=predict --expr "(k-15)*(2*k+29)"
+  python main.py --config configs/default.py --workdir runs/red --mode=export \
+      --config.export.dir=checkpoints/red
+
+evaluate and predict also accept an exported model folder as --workdir.
 
 Any config field can be overridden, e.g. --config.batch_size=256.
 
@@ -25,7 +29,7 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, evaluation.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to do.")
 flags.DEFINE_string("expr", None, "predict: one factored expression (default: read stdin).")
 flags.mark_flags_as_required(["config", "workdir"])
 

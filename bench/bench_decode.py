@@ -17,12 +17,13 @@ most work per sequence, for every method alike.
 Usage:
   python bench/bench_decode.py [--config configs/default.py] [--workdir RUN]
       [--num 2048] [--batch_size 512] [--beam_size 4]
-      [--methods greedy,beam,recompute] [--data FILE] [--json OUT]
+      [--methods greedy,beam,recompute] [--data FILE] [--json OUT] [--config.FIELD=VALUE ...]
+
+--workdir takes a training run or an exported model folder (checkpoints/NAME).
 """
 
 import argparse
 import functools
-import importlib.util
 import json
 import pathlib
 import sys
@@ -34,33 +35,28 @@ sys.path.insert(0, str(REPO))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from polyflax import config_files  # pylint: disable=g-import-not-at-top
 from polyflax import data as data_lib  # pylint: disable=g-import-not-at-top
 from polyflax import decode  # pylint: disable=g-import-not-at-top
+from polyflax import experiment  # pylint: disable=g-import-not-at-top
 from polyflax import generate  # pylint: disable=g-import-not-at-top
+from polyflax import inference  # pylint: disable=g-import-not-at-top
 from polyflax import sharding  # pylint: disable=g-import-not-at-top
-from polyflax import train  # pylint: disable=g-import-not-at-top
 from polyflax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
 
 METHODS = ("greedy", "beam", "recompute")
 
 
-def load_config(path: str):
-  """`get_config()` of a config file (configs/*.py)."""
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def model_and_params(config, workdir: str | None):
   """(graphdef, params, vocab, mesh, max_len, where the parameters came from)."""
   if workdir:
-    model = train.restore_for_inference(config, workdir)
+    model = inference.restore_for_inference(config, workdir)
     return (model.graphdef, model.params, model.vocab, model.mesh, model.model_cfg.max_len,
-            model.checkpoint_path)
+            model.source)
   mesh = sharding.make_mesh()
   vocab = vocab_lib.Vocab.default()
-  graphdef, params = train.create_model(train.model_config(config, vocab.size), config.seed)
+  graphdef, params = experiment.create_model(experiment.model_config(config, vocab.size),
+                                             config.seed)
   return (graphdef, sharding.put_replicated(params, mesh), vocab, mesh, config.max_len,
           f"random (seed {config.seed})")
 
@@ -87,7 +83,8 @@ def decode_fn(method: str, max_len: int, beam_size: int, length_penalty: float):
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default=str(REPO / "configs" / "default.py"),
-                      help="config file: the model shape, max_len and length buckets")
+                      help="config file: the model shape, max_len and length buckets; "
+                      "--config.FIELD=VALUE overrides as for main.py")
   parser.add_argument("--workdir", default=None, help="restore this run's best checkpoint")
   parser.add_argument("--num", type=int, default=2048, help="sequences decoded per method")
   parser.add_argument("--batch_size", type=int, default=512,
@@ -99,13 +96,13 @@ def main(argv=None) -> int:
   parser.add_argument("--data", default=None, help="factored=expanded lines (default: generated)")
   parser.add_argument("--seed", type=int, default=1)
   parser.add_argument("--json", default=None, help="also write the figures here")
-  args = parser.parse_args(argv)
+  args, overrides = parser.parse_known_args(argv)
   methods = [name.strip() for name in args.methods.split(",") if name.strip()]
   unknown = sorted(set(methods) - set(METHODS))
   if unknown:
     raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
 
-  config = load_config(args.config)
+  config = config_files.load(args.config, overrides)
   graphdef, params, vocab, mesh, max_len, source = model_and_params(config, args.workdir)
   sources = factored_sides(args.num, args.data, args.seed)
   source_ids = vocab.encode_batch(sources, max_len)

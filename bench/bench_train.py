@@ -1,6 +1,7 @@
 """Training throughput of a config: examples/s and tokens/s, compile time apart.
 
-  python bench/bench_train.py --config configs/default.py [--steps 50] [--examples 200000]
+  python bench/bench_train.py --config configs/default.py [--steps 50] [--examples 200000] \
+      [--config.FIELD=VALUE ...]
 
 Data are freshly generated lines (same distribution as the dataset), batched
 by the real input pipeline. Every bucket shape is compiled first (timed
@@ -18,24 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from polyflax import generate, input_pipeline, sharding, train  # pylint: disable=wrong-import-position
+from polyflax import config_files, generate, input_pipeline, sharding, train  # pylint: disable=wrong-import-position
 from polyflax import vocab as vocab_lib  # pylint: disable=wrong-import-position
-
-
-def load_config(path, overrides):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for item in overrides:
-    name, value = item.split("=", 1)
-    target = config
-    *parents, leaf = name.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = type(target[leaf])(value) if not isinstance(target[leaf], bool) else value == "True"
-  return config
 
 
 def main():
@@ -43,10 +28,8 @@ def main():
   parser.add_argument("--config", default="configs/default.py")
   parser.add_argument("--steps", type=int, default=50, help="timed steps")
   parser.add_argument("--examples", type=int, default=200_000, help="generated training lines")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                      help="config override, e.g. --set batch_size=256")
-  args = parser.parse_args()
-  config = load_config(args.config, args.set)
+  args, overrides = parser.parse_known_args()
+  config = config_files.load(args.config, overrides)  # --config.FIELD=VALUE, as for main.py
 
   vocab = vocab_lib.Vocab.default()
   lines = generate.generate_lines(args.examples, seed=1)
@@ -58,7 +41,7 @@ def main():
       src, tgt, batch_size=config.batch_size, seed=0,
       batch_multiple=sharding.global_batch_multiple(mesh), buckets=tuple(config.length_buckets))
   experiment = train.build(config, total_steps=10_000, mesh=mesh)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(experiment.state.params))
+  num_params = experiment.num_params
   state = experiment.state
 
   # Compile every bucket shape (one step each), timed apart.
@@ -86,7 +69,7 @@ def main():
   seconds = time.perf_counter() - start
 
   steps_per_epoch = int(round(800_000 * 0.95)) / (examples / args.steps)
-  print(f"config: {args.config} {' '.join(args.set)}; {num_params:,} parameters; "
+  print(f"config: {args.config} {' '.join(overrides)}; {num_params:,} parameters; "
         f"compute dtype {np.dtype(experiment.model_cfg.dtype).name}")
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
   print(f"compile: {compile_seconds:.1f} s for {len(seen_shapes)} batch shapes")

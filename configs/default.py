@@ -78,13 +78,19 @@ def get_config():
 
   # --- evaluation (--mode=evaluate) ------------------------------------------
   config.eval = ml_collections.ConfigDict()
-  config.eval.test_file = "inputs/test_set.txt"
+  # '': the test split of the run's data folder (data_dir of its config.json).
+  config.eval.test_file = ""
   config.eval.limit = 0  # 0: every line
   config.eval.output_dir = ""  # '': WORKDIR/eval
   config.eval.batch_size = 4096
   config.eval.beam_size = 1  # 1: greedy
   config.eval.length_penalty = 0.6
   config.eval.examples_to_print = 5
+
+  # --- export (--mode=export) -------------------------------------------------
+  config.export = ml_collections.ConfigDict()
+  # Folder of the exported model; '': WORKDIR/export.
+  config.export.dir = ""
 
   # --- several hosts (JAX's distributed runtime) ----------------------------
   # batch_size stays the global batch size; see polyflax/distributed.py.

@@ -3,8 +3,13 @@
 Each checkpoint step holds two items:
   * `state`: the train state pytree (step, parameters, optimizer state, RNG),
     written with `StandardSave` and read back with `StandardRestore` onto the
-    shardings of an abstract target;
-  * `extra`: JSON (data-iterator position, model fingerprint, ...).
+    shardings of an abstract target, or, for inference, its parameters alone
+    (`CheckpointStore.restore_params`, an Orbax partial restore);
+  * `extra`: JSON (data-iterator position, model fingerprint, validation
+    figures, the command and versions that trained it).
+
+An exported model holds its parameters alone, written by `save_params` and
+read by `restore_params`.
 Orbax writes a step into a temporary folder (`<step>.orbax-checkpoint-tmp`)
 and renames it when complete, so a save cut short (a killed process, a full
 disk) never replaces the last complete checkpoint; a writable store removes
@@ -23,9 +28,14 @@ from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 BEST_METRIC = "val_loss"  # lower is better
+STATE_ITEM = "state"  # the item of a training checkpoint that holds the TrainState
+# Largest data file Orbax writes for a parameters-only folder (it splits
+# bigger trees over several files); shipped models keep every file under 15 MiB.
+PARAMS_FILE_BYTES = 8 << 20
 
 
 class CheckpointError(RuntimeError):
@@ -104,6 +114,46 @@ def abstract_like(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _restore_args(abstract: Any) -> Any:
+  """Orbax restore arguments that place each array on its target's sharding.
+
+  Every leaf of `abstract` must carry a sharding: restoring onto the target
+  layout, not the one saved, is what lets a run saved on one GPU resume or
+  decode on several (and Orbax warns when it is missing).
+  """
+  missing = [leaf for leaf in jax.tree.leaves(abstract) if getattr(leaf, "sharding", None) is None]
+  if missing:
+    raise ValueError(f"{len(missing)} restore targets carry no sharding")
+  return ocp.checkpoint_utils.construct_restore_args(abstract)
+
+
+def save_params(directory: str, params: Any) -> None:
+  """Writes a parameters-only checkpoint (an exported model) into `directory`.
+
+  `directory` must not exist yet; the write is complete when this returns.
+  Data files are split at `PARAMS_FILE_BYTES`.
+  """
+  try:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      checkpointer.save(os.path.abspath(directory), args=ocp.args.PyTreeSave(
+          params, ocdbt_target_data_file_size=PARAMS_FILE_BYTES))
+  except Exception as error:  # pylint: disable=broad-except
+    raise CheckpointError(f"could not write parameters to {directory}: {one_line(error)}"
+                          ) from error
+
+
+def restore_params(directory: str, abstract_params: Any) -> Any:
+  """Reads a `save_params` folder onto the shapes and shardings of `abstract_params`."""
+  _quiet_abandoned_reads()
+  try:
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      return checkpointer.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
+          item=abstract_params, restore_args=_restore_args(abstract_params)))
+  except Exception as error:  # pylint: disable=broad-except
+    raise CheckpointError(f"cannot restore the parameters in {directory} (corrupted, truncated "
+                          f"or written for another model?): {one_line(error)}") from error
+
+
 class CheckpointStore:
   """Keeps the latest `keep_latest` checkpoints and the one best by validation loss."""
 
@@ -120,11 +170,20 @@ class CheckpointStore:
         enable_async_checkpointing=async_save,
         create=not read_only,
         read_only=read_only,
+        # A read-only manager saves nothing (Orbax would set this itself, with a warning).
+        save_interval_steps=0 if read_only else 1,
         # Folders of saves cut short (a killed run) are removed on opening.
         cleanup_tmp_directories=not read_only,
     )
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "extra"))
+    # Orbax warns that a read-only folder is read-only; that is the point here.
+    verbosity = absl_logging.get_verbosity()
+    if read_only:
+      absl_logging.set_verbosity(min(verbosity, absl_logging.ERROR))  # lower shows less
+    try:
+      self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                            item_names=(STATE_ITEM, "extra"))
+    finally:
+      absl_logging.set_verbosity(verbosity)
     self._saving = None  # the step of the save in flight, if any
 
   def path(self, step: int) -> str:
@@ -193,6 +252,27 @@ class CheckpointStore:
       raise CheckpointError(f"cannot restore checkpoint {path} (corrupted, truncated or "
                             f"written for another model?): {one_line(error)}{hint}") from error
     return restored["state"], dict(restored["extra"])
+
+  def restore_params(self, step: int, abstract_params: Any) -> Any:
+    """Only the parameters of step `step`'s state, onto `abstract_params`' shardings.
+
+    An Orbax partial restore: the optimizer state, the step and the RNG
+    stay on disk, so inference never builds or reads them.
+    """
+    path = os.path.join(self.directory, str(step))
+    _quiet_abandoned_reads()
+    try:
+      restored = ocp.PyTreeCheckpointer().restore(
+          os.path.join(path, STATE_ITEM),
+          args=ocp.args.PyTreeRestore(
+              item={"params": abstract_params},
+              restore_args={"params": _restore_args(abstract_params)},
+              partial_restore=True))
+    except Exception as error:  # Orbax raises many types; name the file and the cause.
+      raise CheckpointError(f"cannot restore the parameters of checkpoint {path} (corrupted, "
+                            f"truncated or written for another model?): {one_line(error)}"
+                            ) from error
+    return restored["params"]
 
   def restore_extra(self, step: int) -> dict:
     """Only the JSON item of a step."""

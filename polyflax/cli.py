@@ -1,5 +1,10 @@
 """What main.py runs for each --mode, with user errors shown as one clear line.
 
+  train     train.train_and_evaluate (the only mode that imports training code)
+  evaluate  evaluate.evaluate_workdir
+  predict   evaluate.predict_main
+  export    export.export_run
+
 Exit status: 0 done; 1 the training loss was not finite (or predict met a bad
 expression); 2 a config, data file, checkpoint or workdir that cannot be used,
 or a file that cannot be read or written; 128 + the signal number when
@@ -10,6 +15,7 @@ for Ctrl-C before training started.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import ml_collections
@@ -39,6 +45,15 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | 
     if mode == "predict":
       from polyflax import evaluate  # pylint: disable=g-import-not-at-top
       return evaluate.predict_main(config, workdir, expr)
+    if mode == "export":
+      from polyflax import export  # pylint: disable=g-import-not-at-top
+      export_dir = config.export.dir or os.path.join(workdir, "export")
+      card = export.export_run(config, workdir, export_dir)
+      total, largest, largest_path = export.folder_size(export_dir)
+      print(f"exported step {card['step']} ({card['parameters']:,} parameters) of {workdir} "
+            f"into {export_dir}: {total / 2**20:.1f} MiB, largest file {largest_path} "
+            f"{largest / 2**20:.1f} MiB")
+      return 0
     raise ValueError(f"unknown mode {mode!r}")
   except (config_checks.ConfigError, data.DataError, checkpoints.CheckpointError,
           OSError) as error:

@@ -1,6 +1,7 @@
 """Decoding a test set and scoring it; prediction of single expressions.
 
-`evaluate_workdir` restores the best checkpoint of a run, decodes a file of
+`evaluate_workdir` restores the parameters of a run's best checkpoint (or of
+an exported model folder), decodes a file of
 `factored=expanded` lines with the cached decoder (greedy or beam), prints a
 few examples and the score as the reference did, and writes the predictions,
 `metrics.json` and a TensorBoard event file. `score` computes the figures.
@@ -26,7 +27,8 @@ from polyflax import algebra
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
-from polyflax import train
+from polyflax import experiment
+from polyflax import inference
 from polyflax import vocab as vocab_lib
 
 # The factored sides of the original data have at most this many characters.
@@ -35,7 +37,6 @@ MAX_INPUT_CHARS = data_lib.MAX_SIDE_LENGTH
 MAX_RAW_INPUT_CHARS = 4 * MAX_INPUT_CHARS
 # Longest message of an InputError.
 MAX_MESSAGE_CHARS = 200
-DEFAULT_TEST_FILE = "inputs/test_set.txt"
 # Names of the coefficients (c2, c1, c0) of c2*u**2 + c1*u + c0.
 COEFFICIENT_NAMES = ("quadratic", "linear", "constant")
 # Kinds of failure counted by `score`: a row counts under every coefficient it
@@ -150,37 +151,27 @@ def score(pairs: Sequence[tuple[str, str]], predictions: Sequence[str],
 # Evaluation of a run.
 
 
-def _run_data_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-  """`config` with the data fields the run in `workdir` was trained with.
+def resolve_test_file(config: ml_collections.ConfigDict) -> str:
+  """`config.eval.test_file`, or by default ('') the test split of the run's data folder.
 
-  The test split and the training split (for the seen/unseen figures) belong
-  to the run, so they come from the data folder its `config.json` names.
+  `config` is the run's config (`experiment.run_config`), so its data
+  fields are those the run was trained on. Evaluation never makes data: a
+  missing split is a `DataError` that says how to make it.
   """
-  merged = ml_collections.ConfigDict(config.to_dict())
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
-    for name in ("data_dir", "generated_size", "data_seed"):
-      if name in saved:
-        merged[name] = saved[name]
-  return merged
-
-
-def resolve_test_file(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """`config.eval.test_file`; by default the test split of the run's data folder."""
-  if config.eval.test_file != DEFAULT_TEST_FILE:
+  if config.eval.test_file:
     return config.eval.test_file
-  data_config = _run_data_config(config, workdir)
-  test_path = data_lib.split_paths(data_config.data_dir)["test"]
+  test_path = data_lib.split_paths(config.data_dir)["test"]
   if not test_path.exists():
-    test_path = train.prepare_splits(data_config)["test"]
+    raise FileNotFoundError(
+        f"no test split {test_path}: make the run's splits with `"
+        + data_lib.split_command(config.data_dir, config.data_seed, config.generated_size)
+        + "`, or name a file with --config.eval.test_file=FILE")
   return str(test_path)
 
 
-def _training_lines(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, set[str] | None]:
+def _training_lines(config: ml_collections.ConfigDict) -> tuple[str, set[str] | None]:
   """The path and the lines of the run's training split (None if it is missing)."""
-  path = data_lib.split_paths(_run_data_config(config, workdir).data_dir)["train"]
+  path = data_lib.split_paths(config.data_dir)["train"]
   if not path.exists():
     return str(path), None
   return str(path), {f"{factored}={expanded}"
@@ -192,25 +183,22 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Every process decodes; the first prints, writes `predictions.tsv`,
   `metrics.json` and TensorBoard scalars (`test/...`) into
-  `config.eval.output_dir` (default WORKDIR/eval).
+  `config.eval.output_dir` (default: `default_output_dir`).
   """
   config_checks.check_config(config)
   eval_cfg = config.eval
   is_main = jax.process_index() == 0
-  model = train.restore_for_inference(config, workdir)
+  run_config = experiment.run_config(config, workdir)
+  test_file = resolve_test_file(run_config)  # before the restore: a missing file is quick to tell
+  model = inference.restore_for_inference(config, workdir)
   max_len = model.model_cfg.max_len
-  test_file = resolve_test_file(config, workdir)
-  read = data_lib.read_pairs(test_file, skip_bad=config.skip_bad_lines)
-  pairs = read.pairs
-  if read.skipped and is_main:
-    print(f"{test_file}: skipped {read.skipped} malformed lines (the first: {read.problems[0]})",
-          file=sys.stderr)
+  pairs = data_lib.read_pairs(test_file, skip_bad=config.skip_bad_lines).pairs
   if eval_cfg.limit and eval_cfg.limit > 0:
     pairs = pairs[: eval_cfg.limit]
   method = "greedy" if eval_cfg.beam_size <= 1 else (
       f"beam {eval_cfg.beam_size}, length penalty {eval_cfg.length_penalty}")
   if is_main:
-    print(f"evaluating checkpoint {model.checkpoint_path} on {len(pairs):,} lines of "
+    print(f"evaluating {model.source} (step {model.step}) on {len(pairs):,} lines of "
           f"{test_file} ({method})", flush=True)
   decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
                            max_len=max_len, beam_size=eval_cfg.beam_size,
@@ -222,7 +210,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   predictions = decoder.decode_ids(source_ids, batch_size=eval_cfg.batch_size, progress=True)
   decode_seconds = time.perf_counter() - start
 
-  train_path, seen_lines = _training_lines(config, workdir)
+  train_path, seen_lines = _training_lines(run_config)
   if seen_lines is None and is_main:
     print(f"no training split at {train_path}: no seen/unseen figures", file=sys.stderr)
   metrics = score(pairs, predictions, seen_lines)
@@ -233,7 +221,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
       beam_size=eval_cfg.beam_size,
       length_penalty=eval_cfg.length_penalty,
       step=model.step,
-      checkpoint=model.checkpoint_path,
+      checkpoint=model.source,
       test_file=test_file,
       train_file=train_path if seen_lines is not None else None,
       devices=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
@@ -242,7 +230,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not is_main:
     return metrics
 
-  output_dir = eval_cfg.output_dir or os.path.join(workdir, "eval")
+  output_dir = eval_cfg.output_dir or default_output_dir(workdir)
   os.makedirs(output_dir, exist_ok=True)
   write_predictions(os.path.join(output_dir, "predictions.tsv"), pairs, predictions)
   with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
@@ -263,6 +251,16 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"Number of Examples: {metrics['num_examples']}")
   print(f"Final Score = {metrics['exact_match']:.4f}", flush=True)
   return metrics
+
+
+def default_output_dir(workdir: str) -> str:
+  """WORKDIR/eval for a training run; runs/eval/NAME for an exported model folder.
+
+  A shipped model folder (checkpoints/NAME) stays as it was shipped.
+  """
+  if inference.is_exported(workdir):
+    return os.path.join("runs", "eval", os.path.basename(os.path.abspath(workdir)))
+  return os.path.join(workdir, "eval")
 
 
 def _summary(metrics: dict) -> str:
@@ -375,15 +373,16 @@ def _lenient_stdio() -> None:
       stream.reconfigure(errors=errors)
 
 
-def _restore_quietly(config: ml_collections.ConfigDict, workdir: str) -> train.InferenceModel:
-  """`train.restore_for_inference` without Orbax's warnings about read-only folders.
+def _restore_quietly(config: ml_collections.ConfigDict,
+                     workdir: str) -> inference.InferenceModel:
+  """`inference.restore_for_inference` without Orbax's warnings about read-only folders.
 
   Prediction prints one line per input; warnings above errors stay hidden.
   """
   verbosity = logging.get_verbosity()
   logging.set_verbosity(min(verbosity, logging.ERROR))  # absl: lower shows less
   try:
-    return train.restore_for_inference(config, workdir)
+    return inference.restore_for_inference(config, workdir)
   finally:
     logging.set_verbosity(verbosity)
 
@@ -399,7 +398,7 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
   """
   _lenient_stdio()
   config_checks.check_config(config)
-  max_len = train.run_config(config, workdir).max_len
+  max_len = experiment.run_config(config, workdir).max_len
   vocab = vocab_lib.Vocab.default()
   decoder = None
   lines = [expr] if expr is not None else (line.rstrip("\r\n") for line in sys.stdin)

@@ -4,7 +4,6 @@ The end-to-end tests share one tiny run trained in-process once per module.
 """
 
 import json
-import os
 import pathlib
 import re
 import subprocess
@@ -19,7 +18,8 @@ import pytest
 from tb_events import read_scalars
 from flax import nnx
 
-from polyflax import algebra, decode, evaluate, generate, input_pipeline, models, sharding
+from polyflax import algebra, config_files, decode, evaluate, generate, input_pipeline, models
+from polyflax import sharding
 from polyflax import train
 from polyflax import vocab as vocab_lib
 
@@ -218,13 +218,7 @@ def test_batches_shrink_to_fit_a_small_set_but_never_multiply():
 
 
 def tiny_config(data_dir):
-  sys.path.insert(0, str(REPO))
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  config.data_dir = str(data_dir)
-  config.generated_size = 2000
-  config.max_epochs = 1
-  return config
+  return config_files.tiny(data_dir, generated_size=2000, max_epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from checkpoint_files import read_arrays
 
-from polyflax import checkpoints, cli, config_checks, input_pipeline, train
+from polyflax import checkpoints, cli, config_checks, config_files, data, inference
+from polyflax import input_pipeline
+from polyflax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 23  # 1,520 training examples in batches of 64, one epoch
@@ -35,17 +38,7 @@ PATIENCE_S = 600
 
 
 def tiny_config(data_dir, **overrides):
-  sys.path.insert(0, REPO)
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  config.data_dir = str(data_dir)
-  for name, value in dict(OVERRIDES, **overrides).items():
-    target = config
-    *parents, leaf = name.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return config_files.tiny(data_dir, **dict(OVERRIDES, **overrides))
 
 
 def main_command(workdir, data_dir, *flags, held_step=None):
@@ -119,7 +112,7 @@ def leftover_tmp_dirs(workdir):
 def saved(workdir, step):
   """(state, extra) of a checkpoint, read straight from its files."""
   directory = os.path.join(workdir, "checkpoints", str(step))
-  state = ocp.PyTreeCheckpointer().restore(os.path.join(directory, "state"))
+  state = read_arrays(os.path.join(directory, "state"))
   with open(os.path.join(directory, "extra", "metadata"), encoding="utf-8") as f:
     return state, json.load(f)
 
@@ -183,7 +176,7 @@ def one_error_line(stderr):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("inputs")
-  train.prepare_splits(tiny_config(path))
+  data.ensure_splits(path, 0, generated_size=OVERRIDES["generated_size"])
   return path
 
 
@@ -333,7 +326,7 @@ def test_checkpoint_of_another_model_shape_is_refused_with_what_differs(trained,
   # fingerprint in the checkpoint still catches the mismatch.
   os.remove(trained / "config.json")
   with pytest.raises(checkpoints.CheckpointError, match="hidden_dim: checkpoint 32, config 48"):
-    train.restore_for_inference(other, str(trained))
+    inference.restore_for_inference(other, str(trained))
 
 
 def test_mismatched_or_unreadable_vocabulary_is_refused(trained, data_dir, capsys):
@@ -438,7 +431,7 @@ def test_byte_order_mark_crlf_and_trailing_blank_lines_are_accepted(tmp_path, da
   source.mkdir()
   (source / "train.txt").write_bytes(
       b"\xef\xbb\xbf" + "".join(f"{line}\r\n" for line in lines).encode() + b"\r\n\r\n\n")
-  paths = train.prepare_splits(tiny_config(source))
+  paths = data.ensure_splits(source, 0)
   split_lines = []
   for split in ("train", "val", "test"):
     split_lines += paths[split].read_text(encoding="utf-8").splitlines()
@@ -541,7 +534,7 @@ def test_disk_full_while_saving_is_a_clear_error_and_the_last_checkpoint_restore
   assert complete_steps(workdir) == [6]
   monkeypatch.undo()
 
-  restored = train.restore_for_inference(tiny_config(data_dir), str(workdir))
+  restored = inference.restore_for_inference(tiny_config(data_dir), str(workdir))
   assert restored.step == 6
   assert_finite(restored.params)
   # A writable store (as the next run opens) clears the half-written step,

@@ -7,34 +7,23 @@ import sys
 
 import numpy as np
 import pytest
+from checkpoint_files import read_arrays
 from tb_events import read_scalars
 
-from polyflax import checkpoints, cli, train
+from polyflax import checkpoints, cli, config_files, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(data_dir, **overrides):
-  sys.path.insert(0, REPO)
-  from configs import tiny  # pylint: disable=g-import-not-at-top
-  config = tiny.get_config()
-  config.data_dir = str(data_dir)
-  config.generated_size = 2000
-  config.log_every_steps = 3
-  for name, value in overrides.items():
-    target = config
-    *parents, leaf = name.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return config_files.tiny(data_dir, **dict({"generated_size": 2000, "log_every_steps": 3},
+                                            **overrides))
 
 
 def latest_params(workdir):
   store = checkpoints.CheckpointStore(os.path.join(workdir, "checkpoints"), read_only=True)
   step = store.latest_step()
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  restored = ocp.PyTreeCheckpointer().restore(os.path.join(store.directory, str(step), "state"))
+  restored = read_arrays(os.path.join(store.directory, str(step), "state"))
   store.close()
   return step, restored
 

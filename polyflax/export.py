@@ -1,0 +1,134 @@
+"""Exporting a trained run into a small, self-contained model folder.
+
+  python main.py --config configs/default.py --workdir runs/red --mode=export \
+      --config.export.dir=checkpoints/red
+
+writes the folder that `inference.restore_for_inference` reads (its layout is
+in inference.py's docstring): the best checkpoint's parameters in float32
+and nothing of the optimizer, the run's `config.json` and `vocab.json`, and a
+`model.json` that says what the model is:
+
+  format        "polyflax-exported-model/1"
+  parameters    the parameter count
+  step          the training step of the parameters
+  validation    the validation figures logged at that step
+  model         the model fields (the fingerprint checked on restore)
+  trained_with  the command, the versions (python, jax, flax, optax,
+                orbax-checkpoint) and devices of the training run, and when
+                the checkpoint was saved
+  config        the resolved config of the run
+  exported_at, exported_with   when and with which versions it was exported
+
+The folder is built beside the target and renamed into place, so an
+interrupted export leaves the previous one (if any) whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import jax
+import ml_collections
+import numpy as np
+
+from polyflax import checkpoints
+from polyflax import experiment
+from polyflax import fileio
+from polyflax import inference
+from polyflax import models
+
+
+def folder_size(directory: str) -> tuple[int, int, str]:
+  """(total bytes, bytes of the largest file, its path relative to `directory`)."""
+  total, largest, largest_path = 0, 0, ""
+  for path in pathlib.Path(directory).rglob("*"):
+    if path.is_file():
+      size = path.stat().st_size
+      total += size
+      if size > largest:
+        largest, largest_path = size, str(path.relative_to(directory))
+  return total, largest, largest_path
+
+
+def _training_record(workdir: str, step: int) -> dict:
+  """The JSON item and the metrics saved with training checkpoint `step`."""
+  store = checkpoints.CheckpointStore(os.path.join(workdir, "checkpoints"), read_only=True)
+  try:
+    return store.restore_extra(step)
+  finally:
+    store.close()
+
+
+def _check_target(export_dir: str, workdir: str) -> None:
+  """Refuses a target that would overwrite something other than an exported model."""
+  if os.path.abspath(export_dir) == os.path.abspath(workdir):
+    raise checkpoints.CheckpointError(
+        f"--config.export.dir={export_dir} is the run's own workdir: choose another folder")
+  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    raise checkpoints.CheckpointError(f"{export_dir} exists and is not a folder")
+  if (os.path.isdir(export_dir) and os.listdir(export_dir)
+      and not inference.is_exported(export_dir)):
+    raise checkpoints.CheckpointError(
+        f"{export_dir} is not empty and holds no exported model: choose another "
+        "--config.export.dir (an exported model there would be replaced)")
+
+
+def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str) -> dict:
+  """Writes the exported folder of `workdir`'s best checkpoint; returns its model card.
+
+  Raises:
+    CheckpointError: if `workdir` has no usable checkpoint, is itself an
+      exported folder, or `export_dir` cannot be (over)written.
+  """
+  if inference.is_exported(workdir):
+    raise checkpoints.CheckpointError(
+        f"{workdir} is already an exported model: copy the folder instead")
+  _check_target(export_dir, workdir)
+  run_config = experiment.read_run_config(workdir)
+  if run_config is None:
+    raise checkpoints.CheckpointError(
+        f"no {experiment.RUN_CONFIG_FILE} in {workdir}: not a training run's workdir")
+  model = inference.restore_for_inference(config, workdir)
+  record = _training_record(workdir, model.step)
+  params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), jax.device_get(model.params))
+  card = {
+      "format": inference.EXPORT_FORMAT,
+      "parameters": models.count_params(params),
+      "step": model.step,
+      "validation": record.get("validation", {}),
+      "model": experiment.model_fingerprint(model.model_cfg),
+      "trained_with": {
+          "command": record.get("command"),
+          "versions": record.get("versions"),
+          "devices": record.get("devices"),
+          "saved_at": record.get("saved_at"),
+          "checkpoint": model.source,
+      },
+      "config": run_config,
+      "exported_at": experiment.now(),
+      "exported_with": experiment.versions(),
+  }
+
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  building = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}.")
+  try:
+    os.chmod(building, fileio.ordinary_dir_mode())  # mkdtemp makes it 0700
+    checkpoints.save_params(os.path.join(building, inference.PARAMS_DIR), params)
+    fileio.write_text_atomic(os.path.join(building, experiment.RUN_CONFIG_FILE),
+                             json.dumps(run_config, indent=2))
+    fileio.write_text_atomic(os.path.join(building, experiment.VOCAB_FILE),
+                             model.vocab.to_json())
+    fileio.write_text_atomic(os.path.join(building, inference.MODEL_CARD_FILE),
+                             json.dumps(card, indent=2))
+    if os.path.isdir(export_dir):
+      shutil.rmtree(export_dir)
+    os.replace(building, export_dir)
+  except BaseException:
+    shutil.rmtree(building, ignore_errors=True)
+    raise
+  return card

@@ -1,0 +1,126 @@
+"""Restoring a trained model for decoding: its parameters, never an optimizer state.
+
+`restore_for_inference` accepts two kinds of folder as a workdir:
+
+* a training run (`python main.py --workdir runs/red`): its best checkpoint
+  (lowest validation loss), of which only the parameters are read, with an
+  Orbax partial restore;
+* an exported model (`--mode=export`, as shipped in `checkpoints/`), which
+  holds nothing else:
+
+    model.json    what the model is (see `export.py`): parameter count,
+                  training step, validation figures, the config and command
+                  it was trained with, versions, dates
+    config.json   the resolved config of the run
+    vocab.json    the vocabulary
+    params/       the parameters, float32, a parameters-only Orbax checkpoint
+
+In both, the folder's `config.json` decides the model's shape and the
+fingerprint recorded beside the parameters must match it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from polyflax import checkpoints
+from polyflax import config_checks
+from polyflax import experiment
+from polyflax import models
+from polyflax import sharding
+from polyflax import vocab as vocab_lib
+
+MODEL_CARD_FILE = "model.json"
+PARAMS_DIR = "params"
+# model.json's "format": what this version writes and reads.
+EXPORT_FORMAT = "polyflax-exported-model/1"
+
+
+@dataclasses.dataclass
+class InferenceModel:
+  """A restored model ready for decoding."""
+  graphdef: Any
+  params: Any  # replicated over `mesh`
+  vocab: vocab_lib.Vocab
+  model_cfg: models.ModelConfig
+  mesh: Any
+  step: int  # the training step of the parameters
+  source: str  # the checkpoint step folder, or the exported folder
+
+
+def is_exported(workdir: str) -> bool:
+  """Whether `workdir` is an exported model folder (it has a model.json)."""
+  return os.path.exists(os.path.join(workdir, MODEL_CARD_FILE))
+
+
+def read_model_card(workdir: str) -> dict:
+  """The model.json of an exported folder.
+
+  Raises:
+    CheckpointError: naming the file, if it cannot be read or is not an
+      exported model's card.
+  """
+  path = os.path.join(workdir, MODEL_CARD_FILE)
+  try:
+    with open(path, encoding="utf-8") as f:
+      card = json.load(f)
+    if not isinstance(card, dict) or card.get("format") != EXPORT_FORMAT:
+      raise ValueError(f"not a model card of format {EXPORT_FORMAT}")
+    if not isinstance(card.get("model"), dict) or not isinstance(card.get("step"), int):
+      raise ValueError("no 'model' record or 'step'")
+  except (OSError, ValueError) as error:
+    raise checkpoints.CheckpointError(
+        f"cannot read the exported model's card {path}: {checkpoints.one_line(error)}"
+    ) from error
+  return card
+
+
+def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
+                          step: int | None = None) -> InferenceModel:
+  """The parameters of `workdir`'s best checkpoint (or `step`), or of an exported folder.
+
+  Raises:
+    CheckpointError: one line naming the folder or file and what is wrong.
+    ConfigError: if the merged config is invalid.
+  """
+  config = experiment.run_config(config, workdir)
+  config_checks.check_config(config)
+  mesh = sharding.make_mesh()
+  vocab = experiment.load_vocab(workdir)
+  model_cfg = experiment.model_config(config, vocab.size)
+  graphdef, abstract_params = experiment.abstract_model(model_cfg)
+  replicated = sharding.replicated(mesh)
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                        abstract_params)
+  fingerprint = experiment.model_fingerprint(model_cfg)
+
+  if is_exported(workdir):
+    card = read_model_card(workdir)
+    experiment.check_fingerprint(card["model"], fingerprint, workdir)
+    params = checkpoints.restore_params(os.path.join(workdir, PARAMS_DIR), target)
+    return InferenceModel(graphdef=graphdef, params=params, vocab=vocab, model_cfg=model_cfg,
+                          mesh=mesh, step=card["step"], source=os.path.abspath(workdir))
+
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise checkpoints.CheckpointError(
+        f"no checkpoints in {directory} and no {MODEL_CARD_FILE} in {workdir}: train first "
+        f"(python main.py --config ... --workdir {workdir}), or pass an exported model folder")
+  store = checkpoints.CheckpointStore(directory, read_only=True)
+  try:
+    step = store.best_step() if step is None else step
+    if step is None:
+      raise checkpoints.CheckpointError(f"no complete checkpoint in {directory}")
+    experiment.check_fingerprint(store.restore_extra(step).get("model", {}), fingerprint,
+                                 store.path(step))
+    params = store.restore_params(step, target)
+  finally:
+    store.close()
+  return InferenceModel(graphdef=graphdef, params=params, vocab=vocab, model_cfg=model_cfg,
+                        mesh=mesh, step=step, source=store.path(step))

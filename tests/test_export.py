@@ -1,0 +1,207 @@
+"""The exported model folder, parameters-only inference, and the module boundaries around it."""
+
+import ast
+import json
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from checkpoint_files import read_arrays
+
+from polyflax import checkpoints, cli, config_files, evaluate, export, inference, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------
+# Module boundaries.
+
+
+def imported_modules(path):
+  """The polyflax modules a source file imports (at any depth of the file)."""
+  tree = ast.parse(path.read_text(encoding="utf-8"))
+  names = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and node.module == "polyflax":
+      names.update(alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("polyflax."):
+      names.add(node.module.split(".")[1])
+    elif isinstance(node, ast.Import):
+      names.update(alias.name.split(".")[1] for alias in node.names
+                   if alias.name.startswith("polyflax."))
+  return names
+
+
+@pytest.mark.parametrize("path", ["polyflax/evaluate.py", "polyflax/inference.py",
+                                  "polyflax/export.py", "polyflax/decode.py",
+                                  "polyflax/experiment.py", "bench/bench_decode.py"])
+def test_inference_code_does_not_import_training_code(path):
+  assert "train" not in imported_modules(REPO / path)
+
+
+def test_evaluating_and_exporting_never_load_the_training_module():
+  code = ("import sys; from polyflax import cli, evaluate, export, inference; "
+          "print('polyflax.train' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=True)
+  assert result.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------
+# A tiny run, exported.
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """(config, data folder, training workdir) of a tiny run trained for one epoch."""
+  root = tmp_path_factory.mktemp("export_run")
+  config = config_files.tiny(root / "inputs", generated_size=2000, max_epochs=1)
+  train.train_and_evaluate(config, str(root / "run"))
+  return config, root / "inputs", root / "run"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+  """(exported folder, a copy of the training workdir made after the export)."""
+  config, _, run = tiny_run
+  target = tmp_path_factory.mktemp("shipped") / "tiny"
+  moved = run.parent / "run_moved_away"
+  config = config_files.set_fields(config_files.tiny(config.data_dir), {"export.dir": str(target)})
+  assert cli.run("export", config, str(run)) == 0
+  shutil.copytree(run, moved)
+  return target, moved
+
+
+def test_exported_folder_holds_parameters_config_vocab_and_model_card(exported, tiny_run):
+  folder, _ = exported
+  assert sorted(os.listdir(folder)) == ["config.json", "model.json", "params", "vocab.json"]
+  card = json.loads((folder / "model.json").read_text())
+  saved_run_config = json.loads((tiny_run[2] / "config.json").read_text())
+  assert card["format"] == inference.EXPORT_FORMAT
+  assert card["parameters"] == 22_560
+  assert card["step"] == 23  # 1,520 examples in batches of 64: the last, best checkpoint
+  assert set(card["validation"]) >= {"loss", "token_accuracy", "sequence_accuracy",
+                                     "exact_match"}
+  assert card["model"]["hidden_dim"] == 32
+  assert card["config"] == saved_run_config
+  assert card["trained_with"]["versions"]["jax"]
+  assert card["trained_with"]["versions"]["flax"]
+  assert card["trained_with"]["command"]
+  assert card["exported_at"] and card["trained_with"]["saved_at"]
+  assert json.loads((folder / "config.json").read_text()) == saved_run_config
+
+
+def test_exported_parameters_are_float32_and_nothing_else(exported):
+  folder, _ = exported
+  metadata = json.loads((folder / "params" / "_METADATA").read_text())
+  keys = metadata["tree_metadata"]
+  assert keys and all("opt_state" not in key and "step" not in key for key in keys)
+  arrays = jax.tree.leaves(read_arrays(folder / "params"))
+  assert len(arrays) == len(keys)
+  assert {array.dtype for array in arrays} == {np.dtype(np.float32)}
+  assert sum(array.size for array in arrays) == 22_560
+
+
+def test_exported_folder_files_and_size_are_small(exported):
+  folder, _ = exported
+  total, largest, _ = export.folder_size(folder)
+  assert largest < 15 * 2**20
+  assert total < 17 * 2**20
+  # Files a shared folder can read: the export is not private to its writer.
+  for path in (folder / "model.json", folder / "config.json", folder / "vocab.json"):
+    assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
+
+
+def run_main(*args, stdin=None):
+  return subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=REPO,
+                        capture_output=True, text=True, input=stdin, timeout=600)
+
+
+def test_evaluate_and_predict_from_the_exported_folder_alone(exported, tiny_run, tmp_path):
+  folder, moved = exported
+  _, data_dir, run = tiny_run
+  copy = tmp_path / "tiny"
+  shutil.copytree(folder, copy)  # no training workdir, no optimizer state anywhere near
+  out = tmp_path / "eval"
+  result = run_main("--config", "configs/tiny.py", "--workdir", copy, "--mode=evaluate",
+                    f"--config.eval.output_dir={out}", "--config.eval.limit=40")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.splitlines()[-1].startswith("Final Score = ")
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["num_examples"] == 40
+  assert metrics["test_file"] == str(data_dir / "test_set.txt")  # the run's own split
+  assert metrics["step"] == 23
+  result = run_main("--config", "configs/tiny.py", "--workdir", copy, "--mode=predict",
+                    "--expr", "(k-15)*(2*k+29)")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert len(result.stdout.splitlines()) == 1
+  # The predictions equal those of the training run it came from.
+  from_run = run_main("--config", "configs/tiny.py", "--workdir", moved, "--mode=predict",
+                      stdin="(k-15)*(2*k+29)\n(21-t)*(-6*t-4)\n")
+  from_export = run_main("--config", "configs/tiny.py", "--workdir", copy, "--mode=predict",
+                         stdin="(k-15)*(2*k+29)\n(21-t)*(-6*t-4)\n")
+  assert from_run.returncode == from_export.returncode == 0
+  assert from_run.stdout == from_export.stdout
+  assert sorted(os.listdir(copy)) == ["config.json", "model.json", "params", "vocab.json"]
+
+
+def test_training_an_exported_folder_is_refused_in_one_line(exported, tiny_run, capsys):
+  folder, _ = exported
+  config = config_files.tiny(tiny_run[1], generated_size=2000, max_epochs=1)
+  assert cli.run("train", config, str(folder)) == 2
+  error = capsys.readouterr().err.strip()
+  assert error.count("\n") == 0
+  assert error.startswith(f"error: {folder} is an exported model")
+  assert sorted(os.listdir(folder)) == ["config.json", "model.json", "params", "vocab.json"]
+
+
+def test_export_never_overwrites_a_folder_that_is_not_an_export(tiny_run, tmp_path, capsys):
+  config, _, run = tiny_run
+  target = tmp_path / "precious"
+  target.mkdir()
+  (target / "notes.txt").write_text("keep me")
+  config = config_files.set_fields(config_files.tiny(config.data_dir), {"export.dir": str(target)})
+  assert cli.run("export", config, str(run)) == 2
+  assert "holds no exported model" in capsys.readouterr().err
+  assert (target / "notes.txt").read_text() == "keep me"
+
+
+def test_inference_restores_parameters_only(tiny_run, monkeypatch):
+  config, _, run = tiny_run
+
+  def full_restore(*args, **kwargs):
+    raise AssertionError("inference restored a whole training state")
+
+  monkeypatch.setattr(checkpoints.CheckpointStore, "restore", full_restore)
+  model = inference.restore_for_inference(config, str(run))
+  assert model.step == 23
+  assert model.source.endswith(os.path.join("checkpoints", "23"))
+
+
+def test_evaluation_never_generates_data_and_says_how_to_make_the_split(tiny_run, tmp_path,
+                                                                        capsys):
+  config, _, run = tiny_run
+  empty = tmp_path / "no_data"
+  copy = tmp_path / "run"
+  shutil.copytree(run, copy)
+  saved = json.loads((copy / "config.json").read_text())
+  saved["data_dir"] = str(empty)
+  (copy / "config.json").write_text(json.dumps(saved))
+  assert cli.run("evaluate", config_files.tiny(empty), str(copy)) == 2
+  error = capsys.readouterr().err.strip()
+  assert error.count("\n") == 0
+  assert f"no test split {empty / 'test_set.txt'}" in error
+  assert f"python -m polyflax.data split --inputs {empty} --seed 0 --size 2000" in error
+  assert not empty.exists()
+
+
+def test_default_output_of_an_exported_folder_is_outside_it(exported):
+  folder, moved = exported
+  assert evaluate.default_output_dir(str(folder)) == os.path.join("runs", "eval", folder.name)
+  assert evaluate.default_output_dir(str(moved)) == os.path.join(str(moved), "eval")
