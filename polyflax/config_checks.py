@@ -53,6 +53,15 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
     problems.append(f"lr_schedule must be 'cosine' or 'rsqrt' (got {config.lr_schedule!r})")
   if config.compute_dtype not in ("auto", "float32", "bfloat16"):
     problems.append(f"compute_dtype must be 'auto', 'float32' or 'bfloat16' (got {config.compute_dtype!r})")
+  if config.train_data not in ("split", "generated"):
+    problems.append(f"train_data must be 'split' or 'generated' (got {config.train_data!r})")
+  if config.constant_per_batch not in ("tokens", "examples"):
+    problems.append("constant_per_batch must be 'tokens' or 'examples' "
+                    f"(got {config.constant_per_batch!r})")
+  for name in ("max_steps", "generated_examples_per_epoch"):
+    value = _get(config, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+      problems.append(f"{name} must be an integer >= 0 (got {value!r})")
   buckets = tuple(config.length_buckets)
   if (not buckets or any(not isinstance(b, int) or b <= 0 for b in buckets)
       or list(buckets) != sorted(set(buckets))):

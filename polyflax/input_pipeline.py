@@ -25,10 +25,12 @@ by where the data's lengths fall: with eos, about 20% of the examples fit in
 characters plus eos). With these four shapes about 86% of the padded tokens
 are real tokens, against 76% with (16, 24, 32) and 46% with one bucket of 32.
 
-Batch sizes keep the tokens per batch about constant. `batch_size` is the
-global batch size B of the longest bucket; a bucket of length L gets
-B * L_max / L examples, rounded down to a multiple of m (never below m),
-where m = lcm(8, batch_multiple, process_count).
+Batch sizes keep the tokens per batch about constant (`constant="tokens"`,
+the default): `batch_size` is the global batch size B of the longest bucket;
+a bucket of length L gets B * L_max / L examples, rounded down to a multiple
+of m (never below m), where m = lcm(8, batch_multiple, process_count). With
+`constant="examples"` every bucket's batch holds B examples (rounded the
+same way), as the reference's batches did.
 
 Training order (`TrainIterator`). For epoch e, a generator
 `np.random.default_rng(SeedSequence([seed, e]))` draws, bucket by bucket in
@@ -49,6 +51,13 @@ batch of an epoch the state is (e + 1, 0). A fresh iterator built on the same
 data and settings and given this state serves exactly the batches the
 original would have served next. The state is JSON-serialisable.
 
+Generated stream (`GeneratedTrainIterator`, `train_data="generated"`): the
+same batches, bucketed and ordered as `TrainIterator` orders them, but over
+examples generated afresh for every epoch from seeds derived from (seed,
+epoch, chunk), so a long run meets millions of distinct rows instead of the
+same 760,000 each epoch. Its state adds "generated_per_epoch"; a resumed
+stream makes epoch e's examples again and continues at the same batch.
+
 Reading a split (`load_split`): a text file of `factored=expanded` lines,
 read and checked by `data.read_pairs`, becomes the two id arrays plus the
 (factored, expanded) string pairs, row i of the arrays being pair i, so
@@ -62,19 +71,27 @@ once; `len()` gives the number of batches, equal on every process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import os
 import sys
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from polyflax import data as data_lib
+from polyflax import generate
 from polyflax import vocab as vocab_lib
 
 DEFAULT_BUCKETS = (12, 16, 20, 32)
+# What a batch keeps constant across the buckets (see `bucket_batch_sizes`).
+BATCH_CONSTANTS = ("tokens", "examples")
 
 Batch = dict[str, np.ndarray]
+# The state key that tells a generated stream's state from a split's.
+GENERATED_STATE_KEY = "generated_per_epoch"
+# Mixed into the seeds of generated training lines (any constant would do).
+_GENERATED_STREAM_TAG = 0x5EED
 
 
 def load_split(
@@ -105,6 +122,26 @@ def load_split(
   src = vocab.encode_batch([factored for factored, _ in pairs], max_len)
   tgt = vocab.encode_batch([expanded for _, expanded in pairs], max_len)
   return src, tgt, pairs
+
+
+def generated_examples(vocab: vocab_lib.Vocab, max_len: int, seed: int,
+                       examples_per_epoch: int) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+  """The `make_examples(epoch, chunk)` of a `GeneratedTrainIterator`: fresh lines, encoded.
+
+  Chunk 0 of an epoch has `examples_per_epoch` lines, later chunks a
+  twentieth of that. Each (epoch, chunk) has its own generator seed, derived
+  from (`seed`, epoch, chunk) and distinct from the seed that generates the
+  fixed dataset whose validation and test splits the run is scored on.
+  """
+  def make_examples(epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    count = examples_per_epoch if chunk == 0 else max(1, examples_per_epoch // 20)
+    chunk_seed = int(np.random.SeedSequence(
+        [seed, _GENERATED_STREAM_TAG, epoch, chunk]).generate_state(1)[0])
+    pairs = [line.split("=") for line in generate.generate_lines(count, chunk_seed)]
+    return (vocab.encode_batch([factored for factored, _ in pairs], max_len),
+            vocab.encode_batch([expanded for _, expanded in pairs], max_len))
+
+  return make_examples
 
 
 def example_lengths(ids: np.ndarray) -> np.ndarray:
@@ -172,28 +209,34 @@ def bucket_batch_sizes(
     batch_size: int,
     buckets: Sequence[int] = DEFAULT_BUCKETS,
     batch_multiple: int = 1,
-    process_count: int = 1) -> tuple[int, ...]:
-  """Global batch size of each bucket, for about constant tokens per batch.
+    process_count: int = 1,
+    constant: str = "tokens") -> tuple[int, ...]:
+  """Global batch size of each bucket: about constant tokens, or constant examples.
 
   Args:
-    batch_size: examples per global batch of the longest bucket.
+    batch_size: examples per global batch of the longest bucket ("tokens"),
+      or of every bucket ("examples").
     buckets: bucket lengths, increasing.
     batch_multiple: every batch size is a multiple of this (e.g. the device count).
     process_count: number of processes sharing each global batch.
+    constant: "tokens": a bucket of length L gets batch_size * max(buckets) / L
+      examples; "examples": every bucket gets batch_size examples (the
+      reference's batches, whatever their length).
 
   Returns:
-    For each bucket of length L, batch_size * max(buckets) / L rounded down to
-    a multiple of lcm(8, batch_multiple, process_count), and at least that
-    multiple.
+    Each bucket's size, rounded down to a multiple of
+    lcm(8, batch_multiple, process_count), and at least that multiple.
   """
   buckets = _check_buckets(buckets)
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if constant not in BATCH_CONSTANTS:
+    raise ValueError(f"constant must be one of {BATCH_CONSTANTS}, got {constant!r}")
   multiple = batch_multiple_of(batch_multiple, process_count)
   longest = buckets[-1]
-  return tuple(
-      max(multiple, (batch_size * longest // length) // multiple * multiple)
-      for length in buckets)
+  examples = [batch_size * longest // length if constant == "tokens" else batch_size
+              for length in buckets]
+  return tuple(max(multiple, size // multiple * multiple) for size in examples)
 
 
 class _BucketedExamples:
@@ -280,7 +323,8 @@ class TrainIterator:
       process_index: int = 0,
       process_count: int = 1,
       drop_remainder: bool = True,
-      buckets: Sequence[int] = DEFAULT_BUCKETS):
+      buckets: Sequence[int] = DEFAULT_BUCKETS,
+      constant: str = "tokens"):
     """Buckets the examples.
 
     Args:
@@ -294,6 +338,8 @@ class TrainIterator:
       drop_remainder: drop each bucket's last partial batch (default), or
         serve it padded with masked rows.
       buckets: bucket lengths.
+      constant: what batches keep constant across buckets, "tokens" or
+        "examples" (see `bucket_batch_sizes`).
 
     Raises:
       ValueError: on inconsistent arguments, examples too long for the
@@ -307,7 +353,8 @@ class TrainIterator:
     self._process_index = process_index
     self.buckets = self._examples.buckets
     self.bucket_counts = self._examples.counts
-    self.batch_sizes = bucket_batch_sizes(batch_size, self.buckets, batch_multiple, process_count)
+    self.batch_sizes = bucket_batch_sizes(batch_size, self.buckets, batch_multiple, process_count,
+                                          constant)
     self.local_batch_sizes = tuple(size // process_count for size in self.batch_sizes)
     if drop_remainder:
       self._batches_per_bucket = tuple(
@@ -391,6 +438,9 @@ class TrainIterator:
       ValueError: if the state is malformed, has another seed, or a position
         beyond this iterator's epoch length.
     """
+    if GENERATED_STATE_KEY in state:
+      raise ValueError("iterator state is of a generated stream (train_data='generated'), "
+                       "this iterator reads a split (train_data='split')")
     try:
       seed, epoch, position = (int(state[key]) for key in ("seed", "epoch", "position"))
     except (KeyError, TypeError, ValueError) as e:
@@ -405,6 +455,152 @@ class TrainIterator:
     if position == self.steps_per_epoch:
       epoch, position = epoch + 1, 0
     self._epoch, self._position = epoch, position
+
+
+class GeneratedTrainIterator:
+  """Endless training batches of freshly generated examples: new examples every epoch.
+
+  Epoch e's examples come from `make_examples(e, chunk)`, which must return
+  the same (src, tgt) id arrays for the same (e, chunk) on every call and
+  every process (a seeded generator): chunk 0 holds `examples_per_epoch`
+  examples, and further chunks are asked for only in the rare epoch whose
+  buckets do not fill `steps_per_epoch` batches. The batches of an epoch are
+  those `TrainIterator` would serve for epoch e of these examples (same
+  seed, buckets, batch sizes and process slices), cut to the first
+  `steps_per_epoch`, which is the number of full batches of epoch 0.
+
+  The state is {"seed", "epoch", "position", "generated_per_epoch"}: epoch
+  e's examples are made again from (e, chunk), so a resumed run serves the
+  same batches as an uninterrupted one. The next epoch is made in a
+  background thread while the current one is served.
+  """
+
+  def __init__(
+      self,
+      make_examples: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+      *,
+      examples_per_epoch: int,
+      batch_size: int,
+      seed: int,
+      batch_multiple: int = 1,
+      process_index: int = 0,
+      process_count: int = 1,
+      buckets: Sequence[int] = DEFAULT_BUCKETS,
+      constant: str = "tokens"):
+    if examples_per_epoch < 1:
+      raise ValueError(f"examples_per_epoch must be positive, got {examples_per_epoch}")
+    self._make_examples = make_examples
+    self._examples_per_epoch = int(examples_per_epoch)
+    self._settings = dict(batch_size=batch_size, seed=seed, batch_multiple=batch_multiple,
+                          process_index=process_index, process_count=process_count,
+                          buckets=buckets, constant=constant)
+    first = self._epoch_iterator(0)  # raises ValueError as TrainIterator does
+    self.steps_per_epoch = first.steps_per_epoch
+    self.buckets = first.buckets
+    self.batch_sizes = first.batch_sizes
+    self.local_batch_sizes = first.local_batch_sizes
+    self._seed = int(seed)
+    self._epoch, self._position = 0, 0
+    self._current = (0, first)
+    self._executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="generate-epoch")
+    self._next = None  # (epoch, future) of the epoch being made ahead
+
+  @property
+  def epoch(self) -> int:
+    return self._epoch
+
+  @property
+  def position(self) -> int:
+    return self._position
+
+  @property
+  def num_examples(self) -> int:
+    """Examples generated for each epoch (chunk 0)."""
+    return self._examples_per_epoch
+
+  def batch_shapes(self) -> dict[int, tuple[int, int]]:
+    """(local batch size, length) of every bucket, by bucket length."""
+    return {length: (local_size, length)
+            for length, local_size in zip(self.buckets, self.local_batch_sizes)}
+
+  def _epoch_iterator(self, epoch: int) -> TrainIterator:
+    """A TrainIterator over epoch `epoch`'s examples, at the start of that epoch."""
+    chunks = []
+    while True:
+      chunks.append(self._make_examples(epoch, len(chunks)))
+      src = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
+      tgt = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
+      iterator = TrainIterator(src, tgt, **self._settings)
+      needed = getattr(self, "steps_per_epoch", 0)
+      if iterator.steps_per_epoch >= needed:
+        iterator.set_state({"seed": self._settings["seed"], "epoch": epoch, "position": 0})
+        return iterator
+      if len(chunks) >= 100:
+        raise ValueError(f"epoch {epoch}: {len(chunks)} chunks of examples do not fill "
+                         f"{needed} batches")
+
+  def _iterator_for(self, epoch: int) -> TrainIterator:
+    """Epoch `epoch`'s iterator, made ahead when it was the next one."""
+    if self._current[0] == epoch:
+      return self._current[1]
+    if self._next is not None and self._next[0] == epoch:
+      iterator = self._next[1].result()
+    else:
+      iterator = self._epoch_iterator(epoch)
+    self._current, self._next = (epoch, iterator), None
+    return iterator
+
+  def _make_ahead(self, epoch: int) -> None:
+    if self._next is None or self._next[0] != epoch:
+      self._next = (epoch, self._executor.submit(self._epoch_iterator, epoch))
+
+  def __iter__(self) -> Iterator[Batch]:
+    return self
+
+  def __next__(self) -> Batch:
+    iterator = self._iterator_for(self._epoch)
+    if self._position == 0:
+      self._make_ahead(self._epoch + 1)
+    batch = next(iterator)
+    self._position += 1
+    if self._position == self.steps_per_epoch:
+      self._epoch, self._position = self._epoch + 1, 0
+    return batch
+
+  def get_state(self) -> dict[str, int]:
+    """The position in the stream, as plain ints."""
+    return {"seed": self._seed, "epoch": self._epoch, "position": self._position,
+            GENERATED_STATE_KEY: self._examples_per_epoch}
+
+  def set_state(self, state: Mapping[str, int]) -> None:
+    """Resumes at a state from `get_state` of an iterator with the same settings.
+
+    Raises:
+      ValueError: if the state is malformed, of a split iterator, or of
+        other settings.
+    """
+    try:
+      seed, epoch, position, per_epoch = (int(state[key]) for key in (
+          "seed", "epoch", "position", GENERATED_STATE_KEY))
+    except (KeyError, TypeError, ValueError) as e:
+      raise ValueError("iterator state must hold int seed, epoch, position and "
+                       f"generated_per_epoch (a generated stream), got {dict(state)!r}") from e
+    if (seed, per_epoch) != (self._seed, self._examples_per_epoch):
+      raise ValueError(f"iterator state has seed {seed} and {per_epoch} examples per epoch, "
+                       f"this stream {self._seed} and {self._examples_per_epoch}")
+    if epoch < 0 or not 0 <= position <= self.steps_per_epoch:
+      raise ValueError(f"iterator state epoch={epoch}, position={position} is out of range "
+                       f"(steps_per_epoch={self.steps_per_epoch})")
+    if position == self.steps_per_epoch:
+      epoch, position = epoch + 1, 0
+    iterator = self._iterator_for(epoch)
+    iterator.set_state({"seed": seed, "epoch": epoch, "position": position})
+    self._epoch, self._position = epoch, position
+
+  def close(self) -> None:
+    """Stops making epochs ahead."""
+    self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class EvalBatches:

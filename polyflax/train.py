@@ -118,6 +118,15 @@ class GracefulStop:
 # ---------------------------------------------------------------------------
 # Steps.
 
+# The arrays of a batch that a step reads (the batch's `index` stays on the host).
+STEP_INPUTS = ("inputs", "targets", "example_mask")
+
+
+def step_batch(local_batch: dict, mesh) -> dict:
+  """The global, sharded arrays a step reads, from this process's rows of a batch."""
+  return sharding.put_batch({name: local_batch[name] for name in STEP_INPUTS}, mesh)
+
+
 
 def train_step(state: TrainState, batch, *, graphdef, tx, label_smoothing: float,
                skip_nonfinite: bool = False):
@@ -212,8 +221,9 @@ def prepare_splits(config: ml_collections.ConfigDict) -> dict:
 
 @dataclasses.dataclass
 class TrainingData:
-  """The training iterator and the validation split, encoded."""
-  train_iter: input_pipeline.TrainIterator
+  """The training batches and the validation split, encoded."""
+  # A TrainIterator over the train split, or a GeneratedTrainIterator.
+  train_iter: Any
   val_src: np.ndarray
   val_tgt: np.ndarray
   val_pairs: list[tuple[str, str]]
@@ -221,19 +231,33 @@ class TrainingData:
 
 def load_training_data(config: ml_collections.ConfigDict, vocab: vocab_lib.Vocab,
                        mesh) -> TrainingData:
-  """Text -> tokens -> batches: the run's splits, encoded and bucketed."""
+  """Text -> tokens -> batches: the run's training stream and validation split.
+
+  `train_data="split"` reads the train split; `"generated"` generates fresh
+  examples every epoch (as many as the split holds, unless
+  `generated_examples_per_epoch` says otherwise). Validation is always the
+  fixed validation split.
+  """
   paths = prepare_splits(config)
   train_src, train_tgt, _ = input_pipeline.load_split(paths["train"], vocab, config.max_len,
                                                       skip_bad=config.skip_bad_lines)
   val_src, val_tgt, val_pairs = input_pipeline.load_split(paths["val"], vocab, config.max_len,
                                                           skip_bad=config.skip_bad_lines)
+  batching = dict(batch_size=config.batch_size, seed=config.seed,
+                  batch_multiple=sharding.global_batch_multiple(mesh),
+                  process_index=jax.process_index(), process_count=jax.process_count(),
+                  buckets=tuple(config.length_buckets), constant=config.constant_per_batch)
   try:
-    train_iter = input_pipeline.TrainIterator(
-        train_src, train_tgt, batch_size=config.batch_size, seed=config.seed,
-        batch_multiple=sharding.global_batch_multiple(mesh), process_index=jax.process_index(),
-        process_count=jax.process_count(), buckets=tuple(config.length_buckets))
+    if config.train_data == "generated":
+      per_epoch = config.generated_examples_per_epoch or len(train_src)
+      train_iter = input_pipeline.GeneratedTrainIterator(
+          input_pipeline.generated_examples(vocab, config.max_len, config.data_seed, per_epoch),
+          examples_per_epoch=per_epoch, **batching)
+    else:
+      train_iter = input_pipeline.TrainIterator(train_src, train_tgt, **batching)
   except ValueError as error:  # e.g. fewer examples than one batch
-    raise config_checks.ConfigError(f"{paths['train']}: {error}") from error
+    source = "generated examples" if config.train_data == "generated" else paths["train"]
+    raise config_checks.ConfigError(f"{source}: {error}") from error
   return TrainingData(train_iter=train_iter, val_src=val_src, val_tgt=val_tgt,
                       val_pairs=val_pairs)
 
@@ -249,7 +273,7 @@ def evaluate_metrics(experiment: Experiment, params, batches, limit_batches=None
     if limit_batches is not None and index >= limit_batches:
       break
     total = metrics_lib.add_sums(total, experiment.eval_step(
-        params, sharding.put_batch(batch, experiment.mesh)))
+        params, step_batch(batch, experiment.mesh)))
   return metrics_lib.averages(total) if total is not None else {}
 
 
@@ -285,6 +309,9 @@ class Validator:
 # Logging.
 
 
+_add_sums_on_device = jax.jit(metrics_lib.add_sums)
+
+
 class LogWindow:
   """The bookkeeping of one logging window: metric sums, examples, time, finiteness.
 
@@ -308,7 +335,8 @@ class LogWindow:
 
   def add(self, sums: dict, examples: int) -> None:
     """Records one step's metric sums (device values) and its global example count."""
-    self._sums = metrics_lib.add_sums(self._sums, sums)
+    # One compiled addition of the whole dict: a dispatch per step, not per metric.
+    self._sums = sums if self._sums is None else _add_sums_on_device(self._sums, sums)
     self._examples += examples
     if self._track_finite:
       self._finite.append(sums["finite"])
@@ -410,7 +438,7 @@ def fast_dev_run(experiment: Experiment, data: TrainingData) -> dict:
   """One training step and one validation batch; nothing written. Returns the val metrics."""
   multiple = sharding.global_batch_multiple(experiment.mesh)
   state, sums = experiment.train_step(
-      experiment.state, sharding.put_batch(next(iter(data.train_iter)), experiment.mesh))
+      experiment.state, step_batch(next(iter(data.train_iter)), experiment.mesh))
   train_metrics = metrics_lib.averages(sums)
   val_metrics = Validator(experiment, data, max_batches=1, max_decoded=multiple)(state.params)
   if jax.process_index() == 0:
@@ -449,17 +477,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   vocab = vocab_lib.Vocab.default()
   data = load_training_data(config, vocab, mesh)
   steps_per_epoch = data.train_iter.steps_per_epoch
-  total_steps = 1 if config.fast_dev_run else config.max_epochs * steps_per_epoch
+  total_steps = (1 if config.fast_dev_run
+                 else config.max_steps or config.max_epochs * steps_per_epoch)
   val_every = max(1, int(round(config.val_check_interval * steps_per_epoch)))
   experiment = build(config, total_steps, mesh=mesh)
   logging.info("model: %s parameters", f"{experiment.num_params:,}")
   if is_main:
+    fresh = " generated afresh each epoch" if config.train_data == "generated" else ""
     print(f"model: {experiment.num_params:,} parameters; "
-          f"{data.train_iter.num_examples:,} training examples, "
+          f"{data.train_iter.num_examples:,} training examples{fresh}, "
           f"{steps_per_epoch} steps per epoch, {total_steps} steps; "
           f"devices: {jax.device_count()} x {jax.devices()[0].platform}", flush=True)
   if config.fast_dev_run:
-    return fast_dev_run(experiment, data)
+    try:
+      return fast_dev_run(experiment, data)
+    finally:
+      if hasattr(data.train_iter, "close"):
+        data.train_iter.close()
   validate = Validator(experiment, data)
 
   # --- Resume, run files, logs. ----------------------------------------------------
@@ -516,7 +550,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     try:
       while step < total_steps:
         local_batch = next(batches)
-        state, sums = experiment.train_step(state, sharding.put_batch(local_batch, mesh))
+        state, sums = experiment.train_step(state, step_batch(local_batch, mesh))
         step += 1
         window.add(sums, int(local_batch["example_mask"].sum()) * jax.process_count())
         progress.update(1)
@@ -563,6 +597,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     finally:
       progress.close()
       store.close()
+      if hasattr(data.train_iter, "close"):
+        data.train_iter.close()
       if writer is not None:
         writer.close()
   return val_metrics

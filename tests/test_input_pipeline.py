@@ -335,3 +335,113 @@ def test_load_split_refuses_a_max_len_too_short_for_a_line(tmp_path):
   path.write_text("\n".join(_SPLIT_LINES[n - 1] for n in _GOOD) + "\n")
   with pytest.raises(ValueError, match=r"\(-9\*z-32\)\*\(-8\*z-31\)"):
     input_pipeline.load_split(path, Vocab.default(), 16)
+
+
+# ---------------------------------------------------------------------------
+# Constant examples per batch; the generated stream.
+
+
+def test_constant_examples_gives_every_bucket_the_same_batch():
+  assert input_pipeline.bucket_batch_sizes(512, constant="examples") == (512,) * 4
+  assert input_pipeline.bucket_batch_sizes(100, BUCKETS, batch_multiple=3,
+                                           constant="examples") == (96,) * 4
+  src, tgt = _synthetic(5000)
+  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=64, seed=0, constant="examples")
+  shapes = {batch["inputs"].shape for batch in _take(iterator, iterator.steps_per_epoch)}
+  assert {size for size, _ in shapes} == {64}
+  assert {length for _, length in shapes} == set(BUCKETS)
+  with pytest.raises(ValueError, match="constant must be one of"):
+    input_pipeline.bucket_batch_sizes(64, constant="bytes")
+
+
+def _made_calls():
+  """A seeded `make_examples` that records which (epoch, chunk) it was asked for."""
+  calls = []
+
+  def make_examples(epoch, chunk):
+    calls.append((epoch, chunk))
+    return _synthetic(600 if chunk == 0 else 200, seed=1000 * epoch + chunk)
+
+  return make_examples, calls
+
+
+def _generated(process_index=0, process_count=1, **kwargs):
+  make_examples, calls = _made_calls()
+  settings = dict(examples_per_epoch=600, batch_size=16, seed=3, process_index=process_index,
+                  process_count=process_count)
+  settings.update(kwargs)
+  return input_pipeline.GeneratedTrainIterator(make_examples, **settings), calls
+
+
+def test_generated_stream_serves_new_examples_every_epoch_and_a_fixed_epoch_length():
+  iterator, calls = _generated()
+  steps = iterator.steps_per_epoch
+  epochs = [_take(iterator, steps) for _ in range(3)]
+  assert iterator.get_state() == {"seed": 3, "epoch": 3, "position": 0,
+                                  "generated_per_epoch": 600}
+  for epoch, batches in enumerate(epochs):
+    src, tgt = _synthetic(600, seed=1000 * epoch)
+    extra = [(e, c) for e, c in calls if e == epoch and c > 0]
+    if extra:  # an epoch whose buckets fell short took another chunk
+      more = [_synthetic(200, seed=1000 * epoch + c) for _, c in extra]
+      src = np.concatenate([src] + [m[0] for m in more])
+      tgt = np.concatenate([tgt] + [m[1] for m in more])
+    for batch in batches:
+      _check_batch_content(batch, src, tgt)
+  first_rows = [set(batch["index"].tolist()) for batch in epochs[0]]
+  assert epochs[0][0]["inputs"].tobytes() != epochs[1][0]["inputs"].tobytes()
+  assert sum(len(rows) for rows in first_rows) == sum(
+      int(batch["example_mask"].sum()) for batch in epochs[0])
+  assert (0, 0) in calls and (1, 0) in calls and (2, 0) in calls
+  iterator.close()
+
+
+@pytest.mark.parametrize("stop_after", [1, 7, 37, 38, 60])
+def test_generated_stream_resumes_exactly(stop_after):
+  straight, _ = _generated()
+  expected = _take(straight, 80)
+  first, _ = _generated()
+  _take(first, stop_after)
+  state = json.loads(json.dumps(first.get_state()))  # survives JSON, as in a checkpoint
+  resumed, _ = _generated()
+  resumed.set_state(state)
+  _assert_batches_equal(expected[stop_after:], _take(resumed, 80 - stop_after))
+  for iterator in (straight, first, resumed):
+    iterator.close()
+
+
+def test_generated_stream_process_slices_concatenate_to_single_process_batch():
+  single, _ = _generated()
+  halves = [_generated(process_index=p, process_count=2)[0] for p in range(2)]
+  count = 2 * single.steps_per_epoch + 3
+  for whole, *parts in zip(_take(single, count), *(_take(h, count) for h in halves)):
+    _assert_batches_equal([whole], [_concat_batches(parts)])
+
+
+def test_generated_and_split_states_are_not_interchangeable():
+  generated, _ = _generated()
+  src, tgt = _synthetic(600)
+  split = input_pipeline.TrainIterator(src, tgt, batch_size=16, seed=3)
+  with pytest.raises(ValueError, match="generated stream"):
+    split.set_state(generated.get_state())
+  with pytest.raises(ValueError, match="generated_per_epoch"):
+    generated.set_state(split.get_state())
+  other, _ = _generated(examples_per_epoch=500)
+  with pytest.raises(ValueError, match="examples per epoch"):
+    other.set_state(generated.get_state())
+  generated.close()
+  other.close()
+
+
+def test_generated_examples_are_seeded_encoded_lines():
+  vocab = Vocab.default()
+  make = input_pipeline.generated_examples(vocab, 32, seed=0, examples_per_epoch=50)
+  src, tgt = make(0, 0)
+  assert src.shape == tgt.shape == (50, 32)
+  again, _ = make(0, 0)
+  np.testing.assert_array_equal(src, again)
+  assert make(1, 0)[0].tobytes() != src.tobytes()
+  assert make(0, 1)[0].shape == (2, 32)  # later chunks: a twentieth of an epoch
+  from polyflax import algebra  # pylint: disable=g-import-not-at-top
+  for source, target in zip(vocab.decode_batch(src), vocab.decode_batch(tgt)):
+    assert algebra.expand(source) == target

@@ -67,6 +67,24 @@ def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, d
     np.testing.assert_array_equal(a, b)
 
 
+def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_dir):
+  config = tiny_config(data_dir, max_epochs=2, val_check_interval=0.5, train_data="generated",
+                       generated_examples_per_epoch=1200)
+  straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+  train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at_step=20)
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed == straight
+  step_a, state_a = latest_params(str(tmp_path / "straight"))
+  step_b, state_b = latest_params(str(tmp_path / "resumed"))
+  assert step_a == step_b > 20
+  import jax  # pylint: disable=g-import-not-at-top
+  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+    np.testing.assert_array_equal(a, b)
+  # A split run cannot resume a generated stream's checkpoint, nor the reverse.
+  split = tiny_config(data_dir, max_epochs=3, val_check_interval=0.5)
+  assert cli.run("train", split, str(tmp_path / "resumed")) == 2
+
+
 def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
   workdir = tmp_path / "run"
   command = [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
