@@ -96,6 +96,9 @@ def main(argv=None) -> int:
   parser.add_argument("--data", default=None, help="factored=expanded lines (default: generated)")
   parser.add_argument("--seed", type=int, default=1)
   parser.add_argument("--json", default=None, help="also write the figures here")
+  parser.add_argument("--profile", default=None,
+                      help="trace one more decoding pass of the first method's first batch with "
+                      "jax.profiler into this folder")
   args, overrides = parser.parse_known_args(argv)
   methods = [name.strip() for name in args.methods.split(",") if name.strip()]
   unknown = sorted(set(methods) - set(METHODS))
@@ -130,6 +133,11 @@ def main(argv=None) -> int:
     }
     print(f"{method:>9}: {results[method]['sequences_per_second']:10,.1f} sequences/s "
           f"({seconds:.2f} s; compilation {compile_seconds:.1f} s apart)", flush=True)
+    if args.profile and method == methods[0]:
+      first_batch = next(iter(decoder.batches(source_ids, args.batch_size)))
+      with jax.profiler.trace(args.profile):
+        jax.block_until_ready(decoder.decode_batch(first_batch["inputs"]))
+      print(f"profile of one {method} batch of {len(first_batch['inputs'])}: {args.profile}")
 
   if "recompute" in results:
     baseline = results["recompute"]["sequences_per_second"]

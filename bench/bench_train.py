@@ -4,12 +4,15 @@
       [--config.FIELD=VALUE ...]
 
 Data are freshly generated lines (same distribution as the dataset), batched
-by the real input pipeline. Every bucket shape is compiled first (timed
-apart); then `--steps` steps are timed end to end, host input work included.
-Runs on whatever devices jax sees.
+by the real input pipeline (with the config's buckets and constant_per_batch).
+Every bucket shape is compiled first, as training does (timed apart); then
+`--steps` steps are timed end to end, host input work included. Runs on
+whatever devices jax sees. `--json` writes the figures; `--profile DIR`
+traces a few more steps with jax's profiler.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -28,6 +31,10 @@ def main():
   parser.add_argument("--config", default="configs/default.py")
   parser.add_argument("--steps", type=int, default=50, help="timed steps")
   parser.add_argument("--examples", type=int, default=200_000, help="generated training lines")
+  parser.add_argument("--json", default=None, help="also write the figures here")
+  parser.add_argument("--profile", default=None,
+                      help="trace --profile_steps more steps with jax.profiler into this folder")
+  parser.add_argument("--profile_steps", type=int, default=5)
   args, overrides = parser.parse_known_args()
   config = config_files.load(args.config, overrides)  # --config.FIELD=VALUE, as for main.py
 
@@ -39,45 +46,65 @@ def main():
   mesh = sharding.make_mesh()
   iterator = input_pipeline.TrainIterator(
       src, tgt, batch_size=config.batch_size, seed=0,
-      batch_multiple=sharding.global_batch_multiple(mesh), buckets=tuple(config.length_buckets))
+      batch_multiple=sharding.global_batch_multiple(mesh), buckets=tuple(config.length_buckets),
+      constant=config.constant_per_batch)
   experiment = train.build(config, total_steps=10_000, mesh=mesh)
-  num_params = experiment.num_params
   state = experiment.state
 
-  # Compile every bucket shape (one step each), timed apart.
+  # Compile every bucket shape as training does, timed apart.
   compile_start = time.perf_counter()
-  seen_shapes = set()
-  batches = iter(iterator)
-  while len(seen_shapes) < len(iterator.batch_shapes()):
-    batch = next(batches)
-    if batch["inputs"].shape in seen_shapes:
-      continue
-    seen_shapes.add(batch["inputs"].shape)
-    state, sums = experiment.train_step(state, sharding.put_batch(batch, mesh))
-    jax.block_until_ready(sums)
+  num_shapes = train.compile_train_step(experiment, iterator.batch_shapes().values())
   compile_seconds = time.perf_counter() - compile_start
 
+  batches = iter(iterator)
   examples = real_tokens = padded_tokens = 0
   start = time.perf_counter()
   for _ in range(args.steps):
     batch = next(batches)
-    state, sums = experiment.train_step(state, sharding.put_batch(batch, mesh))
+    state, sums = experiment.train_step(state, train.step_batch(batch, mesh))
     examples += int(batch["example_mask"].sum())
     real_tokens += int((batch["inputs"] != 0).sum() + (batch["targets"] != 0).sum())
     padded_tokens += batch["inputs"].size + batch["targets"].size
   jax.block_until_ready(sums)
   seconds = time.perf_counter() - start
 
-  steps_per_epoch = int(round(800_000 * 0.95)) / (examples / args.steps)
-  print(f"config: {args.config} {' '.join(overrides)}; {num_params:,} parameters; "
-        f"compute dtype {np.dtype(experiment.model_cfg.dtype).name}")
-  print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}")
-  print(f"compile: {compile_seconds:.1f} s for {len(seen_shapes)} batch shapes")
-  print(f"timed: {args.steps} steps in {seconds:.2f} s")
-  print(f"examples/s: {examples / seconds:,.0f}")
-  print(f"tokens/s: {real_tokens / seconds:,.0f} real (source + target), "
-        f"{padded_tokens / seconds:,.0f} padded")
-  print(f"estimated epoch of 760,000 examples: {steps_per_epoch * seconds / args.steps:.1f} s")
+  if args.profile:
+    # A few more steps under jax's profiler (a trace TensorBoard's profile tab reads).
+    with jax.profiler.trace(args.profile):
+      for _ in range(args.profile_steps):
+        batch = next(batches)
+        state, sums = experiment.train_step(state, train.step_batch(batch, mesh))
+      jax.block_until_ready(sums)
+
+  split_examples = 760_000
+  figures = {
+      "config": args.config, "overrides": overrides, "parameters": experiment.num_params,
+      "compute_dtype": np.dtype(experiment.model_cfg.dtype).name,
+      "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+      "batch_shapes": sorted(iterator.batch_shapes().values()),
+      "compile_seconds": compile_seconds, "steps": args.steps, "seconds": seconds,
+      "steps_per_second": args.steps / seconds, "examples_per_second": examples / seconds,
+      "examples_per_step": examples / args.steps,
+      "real_tokens_per_second": real_tokens / seconds,
+      "padded_tokens_per_second": padded_tokens / seconds,
+      "estimated_epoch_seconds": split_examples / (examples / seconds),
+  }
+  print(f"config: {args.config} {' '.join(overrides)}; {experiment.num_params:,} parameters; "
+        f"compute dtype {figures['compute_dtype']}")
+  print(f"devices: {figures['devices']}")
+  print(f"compile: {compile_seconds:.1f} s for {num_shapes} batch shapes")
+  print(f"timed: {args.steps} steps in {seconds:.2f} s ({figures['steps_per_second']:,.1f} steps/s, "
+        f"{figures['examples_per_step']:,.0f} examples/step)")
+  print(f"examples/s: {figures['examples_per_second']:,.0f}")
+  print(f"tokens/s: {figures['real_tokens_per_second']:,.0f} real (source + target), "
+        f"{figures['padded_tokens_per_second']:,.0f} padded")
+  print(f"estimated epoch of {split_examples:,} examples: "
+        f"{figures['estimated_epoch_seconds']:.1f} s")
+  if args.json:
+    with open(args.json, "w", encoding="utf-8") as f:
+      json.dump(figures, f, indent=2)
+  if args.profile:
+    print(f"profile of {args.profile_steps} steps: {args.profile}")
 
 
 if __name__ == "__main__":

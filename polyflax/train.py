@@ -262,6 +262,28 @@ def load_training_data(config: ml_collections.ConfigDict, vocab: vocab_lib.Vocab
                       val_pairs=val_pairs)
 
 
+def compile_train_step(experiment: Experiment, batch_shapes) -> int:
+  """Compiles the train step for every (local batch size, length) the run will use.
+
+  Each compile runs one step on a batch of masked zero rows and a throwaway
+  copy of the state (the step donates its input), so neither the real state
+  nor the data order changes. Returns the number of shapes.
+  """
+  batch_shapes = list(batch_shapes)
+  for local_size, length in batch_shapes:
+    scratch = jax.tree.map(lambda x: x.copy(), experiment.state)
+    jax.block_until_ready(experiment.train_step(
+        scratch, step_batch(zero_batch(local_size, length), experiment.mesh)))
+  return len(batch_shapes)
+
+
+def zero_batch(local_size: int, length: int) -> dict:
+  """A batch of masked, all-padding rows: compiles a step without touching any example."""
+  return {"inputs": np.zeros((local_size, length), np.int32),
+          "targets": np.zeros((local_size, length), np.int32),
+          "example_mask": np.zeros((local_size,), np.float32)}
+
+
 # ---------------------------------------------------------------------------
 # Validation.
 
@@ -289,13 +311,30 @@ class Validator:
     self._num_decoded = min(config.val_exact_match_examples, len(data.val_pairs),
                             max_decoded if max_decoded is not None else len(data.val_pairs))
 
-  def __call__(self, params) -> dict:
+  def _batches(self) -> input_pipeline.EvalBatches:
     config, data = self._experiment.config, self._data
-    batches = input_pipeline.eval_batches(
+    return input_pipeline.eval_batches(
         data.val_src, data.val_tgt, batch_size=config.eval_batch_size,
         batch_multiple=sharding.global_batch_multiple(self._experiment.mesh),
         process_index=jax.process_index(), process_count=jax.process_count(),
         buckets=tuple(config.length_buckets))
+
+  def compile(self, params) -> int:
+    """Compiles the eval step and the decoder for every validation batch shape; returns how many."""
+    batches = self._batches()
+    shapes = [(local_size, length) for length, local_size, count in zip(
+        batches.buckets, batches.local_batch_sizes, batches.bucket_counts) if count]
+    for local_size, length in shapes:
+      jax.block_until_ready(self._experiment.eval_step(
+          params, step_batch(zero_batch(local_size, length), self._experiment.mesh)))
+    if self._num_decoded:
+      self._decoder.warm_up(self._data.val_src[:self._num_decoded],
+                            batch_size=self._experiment.config.eval_batch_size, params=params)
+    return len(shapes)
+
+  def __call__(self, params) -> dict:
+    config, data = self._experiment.config, self._data
+    batches = self._batches()
     result = evaluate_metrics(self._experiment, params, batches, limit_batches=self._max_batches)
     if self._num_decoded:
       predictions = self._decoder.decode_ids(data.val_src[:self._num_decoded],
@@ -538,8 +577,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         f"({kept}). Lower learning_rate, or set --config.skip_nonfinite_steps=True to skip "
         "such steps")
 
-  # --- Steps. --------------------------------------------------------------------------
+  # --- Compile every step shape first, timed apart. -------------------------------------
   step = int(jax.device_get(state.step))
+  compile_start = time.perf_counter()
+  num_train_shapes = compile_train_step(dataclasses.replace(experiment, state=state),
+                                        data.train_iter.batch_shapes().values())
+  num_val_shapes = validate.compile(state.params)
+  compile_seconds = time.perf_counter() - compile_start
+  _write_scalars(writer, step, "train", {"compile_seconds": compile_seconds})
+  if is_main:
+    print(f"compiled {num_train_shapes} training and {num_val_shapes} validation batch shapes "
+          f"in {compile_seconds:.1f} s", flush=True)
+
+  # --- Steps. --------------------------------------------------------------------------
   progress = tqdm(total=total_steps, initial=step, desc="train", unit="step",
                   disable=not is_main, dynamic_ncols=True)
   window = LogWindow(track_finite=not config.skip_nonfinite_steps)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tb_events import read_scalars
+from polyflax.events import read_scalars
 from flax import nnx
 
 from polyflax import algebra, config_files, decode, evaluate, generate, input_pipeline, models

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 from checkpoint_files import read_arrays
 
 from polyflax import checkpoints, cli, config_checks, config_files, data, inference
-from polyflax import input_pipeline
+from polyflax import events, input_pipeline
 from polyflax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,34 +133,17 @@ def assert_finite(tree):
       assert np.isfinite(leaf).all()
 
 
-def read_events(path):
-  """The Event protos of an event file (TFRecord framing)."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  events = []
-  with open(path, "rb") as f:
-    while header := f.read(12):
-      (length,) = struct.unpack("<Q", header[:8])
-      events.append(event_pb2.Event.FromString(f.read(length)))
-      f.read(4)
-  return events
-
-
 def read_scalars(workdir):
   """{tag: [(step, value)]} of a run's only event file."""
-  (path,) = glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
-  scalars = {}
-  for event in read_events(path):
-    for value in event.summary.value:
-      if value.HasField("simple_value"):
-        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-  return scalars
+  assert len(events.event_files(workdir)) == 1
+  return events.read_scalars(workdir)
 
 
 def purge_steps(workdir):
   """Steps from which each event file tells TensorBoard to drop earlier files' events."""
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  return sorted(event.step for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
-                for event in read_events(path)
+  return sorted(event.step for path in events.event_files(workdir)
+                for event in events.read_events(path)
                 if event.session_log.status == event_pb2.SessionLog.START)
 
 

@@ -20,7 +20,7 @@ import multihost_run  # tests/ is on the path (tests have no __init__.py)
 from configs import default
 from polyflax import cli, config_checks, distributed
 from checkpoint_files import read_arrays
-from tb_events import read_scalars
+from polyflax.events import read_scalars
 
 # 600 generated lines: 456 training examples, 7 steps of 64 per epoch, 14
 # steps in 2 epochs, validation (and a checkpoint) at steps 4, 8, 12 and 14.

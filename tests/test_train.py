@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 from checkpoint_files import read_arrays
-from tb_events import read_scalars
+from polyflax.events import read_scalars
 
 from polyflax import checkpoints, cli, config_files, train
 
