@@ -12,8 +12,8 @@
 #   export  red and best exported into checkpoints/, packed to be fetched
 #
 # Usage:
-#   bash scripts/gpu_runs.sh [--out DIR] [--budget SECONDS] [--real FILE] [STAGE ...]
-#   bash scripts/gpu_runs.sh --rehearse [--out DIR]
+#   bash scripts/gpu_runs.sh [--out DIR] [--budget SECONDS] [--real FILE] [--runs DIR] [STAGE ...]
+#   bash scripts/gpu_runs.sh --rehearse [--out DIR] [--runs DIR] [STAGE ...]
 #
 # With no STAGE, every stage not yet finished runs, in the order above, until
 # --budget seconds (default 540) are spent: a training cut short by the budget
@@ -27,6 +27,7 @@
 #                    exact match on the test split and the real lines, decode time)
 #   results.tar.gz   each run's events, config, eval metrics, calls; bench JSON
 #   profile.tar.gz   jax profiler traces of one training and one decoding step
+#   red_orange.png   red's and orange's training and validation curves
 #   red.tar.gz, best.tar.gz   the exported models (after the export stage)
 #
 # Before the stages it installs the wheels carried in .whl/ for any of
@@ -37,7 +38,8 @@
 #
 # --rehearse runs every stage with tiny configs on the CPU, in runs/rehearse,
 # exporting into runs/rehearse/checkpoints: the same commands, files and
-# table in a few minutes.
+# table in a few minutes. --runs puts the runs elsewhere (default runs/gpu,
+# or runs/rehearse).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,7 @@ REHEARSE=0
 BUDGET=540
 OUT=""
 REAL=""
+RUNS_ARG=""
 STAGES=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -53,6 +56,8 @@ while [ $# -gt 0 ]; do
     --out=*) OUT=${1#--out=} ;;
     --budget) BUDGET=$2; shift ;;
     --budget=*) BUDGET=${1#--budget=} ;;
+    --runs) RUNS_ARG=$2; shift ;;
+    --runs=*) RUNS_ARG=${1#--runs=} ;;
     --real) REAL=$2; shift ;;
     --real=*) REAL=${1#--real=} ;;
     smoke|bench|red|best|orange|export) STAGES+=("$1") ;;
@@ -68,7 +73,7 @@ START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 
 if [ $REHEARSE -eq 1 ]; then
-  RUNS=runs/rehearse
+  RUNS=${RUNS_ARG:-runs/rehearse}
   EXPORTS=$RUNS/checkpoints
   export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
   # Tiny stand-ins for each config: the same commands, in seconds.
@@ -85,7 +90,7 @@ if [ $REHEARSE -eq 1 ]; then
   BEST_SECONDS=""
   [ -z "$REAL" ] && [ -f ../shared/data/real_dev.txt ] && REAL=../shared/data/real_dev.txt
 else
-  RUNS=runs/gpu
+  RUNS=${RUNS_ARG:-runs/gpu}
   EXPORTS=checkpoints
   SMOKE=(--config configs/tiny.py --config.data_dir=$RUNS/inputs_tiny)
   RED=(--config configs/default.py)
@@ -100,6 +105,10 @@ else
   BEST_SECONDS=${BEST_SECONDS:-420}
 fi
 [ -z "$REAL" ] && [ -f .carry/real_dev.txt ] && REAL=.carry/real_dev.txt
+if [ -n "$REAL" ] && [ ! -f "$REAL" ]; then
+  echo "warning: no real lines at $REAL: their evaluations are skipped"
+  REAL=""
+fi
 OUT=${OUT:-$RUNS/out}
 mkdir -p "$RUNS" "$OUT"
 exec > >(tee -a "$OUT/gpu_runs.log") 2>&1
@@ -258,6 +267,10 @@ pack() {
   if [ -d "$RUNS/bench/profile_train" ] || [ -d "$RUNS/bench/profile_decode" ]; then
     tar -czf "$OUT/profile.tar.gz" -C "$RUNS/bench" \
         $(cd "$RUNS/bench" && ls -d profile_train profile_decode 2>/dev/null)
+  fi
+  if [ -e "$RUNS/red/trained" ] && [ -e "$RUNS/orange/trained" ]; then
+    $PY scripts/plot_runs.py "$RUNS/red" "$RUNS/orange" --out "$OUT/red_orange.png" \
+        --title "red (batch 512) and orange (batch 256)" || say "warning: no plot (matplotlib?)"
   fi
   for run in red best; do
     if [ -f "$EXPORTS/$run/model.json" ]; then
