@@ -72,7 +72,9 @@ once; `len()` gives the number of batches, equal on every process.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import math
+import multiprocessing
 import os
 import sys
 from typing import Callable, Iterator, Mapping, Sequence
@@ -124,24 +126,47 @@ def load_split(
   return src, tgt, pairs
 
 
-def generated_examples(vocab: vocab_lib.Vocab, max_len: int, seed: int,
-                       examples_per_epoch: int) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+@dataclasses.dataclass(frozen=True)
+class GeneratedExamples:
   """The `make_examples(epoch, chunk)` of a `GeneratedTrainIterator`: fresh lines, encoded.
 
   Chunk 0 of an epoch has `examples_per_epoch` lines, later chunks a
   twentieth of that. Each (epoch, chunk) has its own generator seed, derived
   from (`seed`, epoch, chunk) and distinct from the seed that generates the
   fixed dataset whose validation and test splits the run is scored on.
+  A plain record, so it can run in another process (see
+  `GeneratedTrainIterator`'s `in_process`).
   """
-  def make_examples(epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    count = examples_per_epoch if chunk == 0 else max(1, examples_per_epoch // 20)
-    chunk_seed = int(np.random.SeedSequence(
-        [seed, _GENERATED_STREAM_TAG, epoch, chunk]).generate_state(1)[0])
-    pairs = [line.split("=") for line in generate.generate_lines(count, chunk_seed)]
-    return (vocab.encode_batch([factored for factored, _ in pairs], max_len),
-            vocab.encode_batch([expanded for _, expanded in pairs], max_len))
+  vocab: vocab_lib.Vocab
+  max_len: int
+  seed: int
+  examples_per_epoch: int
 
-  return make_examples
+  def __call__(self, epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    count = self.examples_per_epoch if chunk == 0 else max(1, self.examples_per_epoch // 20)
+    chunk_seed = int(np.random.SeedSequence(
+        [self.seed, _GENERATED_STREAM_TAG, epoch, chunk]).generate_state(1)[0])
+    pairs = [line.split("=") for line in generate.generate_lines(count, chunk_seed)]
+    return (self.vocab.encode_batch([factored for factored, _ in pairs], self.max_len),
+            self.vocab.encode_batch([expanded for _, expanded in pairs], self.max_len))
+
+
+def generated_examples(vocab: vocab_lib.Vocab, max_len: int, seed: int,
+                       examples_per_epoch: int) -> GeneratedExamples:
+  """The `make_examples(epoch, chunk)` of fresh lines: see `GeneratedExamples`."""
+  return GeneratedExamples(vocab, max_len, seed, examples_per_epoch)
+
+
+def _made_in_subprocess(make_examples, epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+  """`make_examples(epoch, chunk)` run in a worker process, sent back as bytes-sized ids.
+
+  Token ids fit in a byte (the vocabulary has 36 tokens), which quarters
+  what crosses the pipe.
+  """
+  src, tgt = make_examples(epoch, chunk)
+  if max(int(src.max(initial=0)), int(tgt.max(initial=0))) < 256:
+    return src.astype(np.uint8), tgt.astype(np.uint8)
+  return src, tgt
 
 
 def example_lengths(ids: np.ndarray) -> np.ndarray:
@@ -471,8 +496,12 @@ class GeneratedTrainIterator:
 
   The state is {"seed", "epoch", "position", "generated_per_epoch"}: epoch
   e's examples are made again from (e, chunk), so a resumed run serves the
-  same batches as an uninterrupted one. The next epoch is made in a
-  background thread while the current one is served.
+  same batches as an uninterrupted one. The next epoch is made ahead while
+  the current one is served: its examples in a worker process
+  (`in_process=False`, the default: generating holds Python's lock for
+  seconds, which in a thread would slow every training step by half), or in
+  a background thread (`in_process=True`, for a `make_examples` that cannot
+  be sent to another process).
   """
 
   def __init__(
@@ -486,7 +515,8 @@ class GeneratedTrainIterator:
       process_index: int = 0,
       process_count: int = 1,
       buckets: Sequence[int] = DEFAULT_BUCKETS,
-      constant: str = "tokens"):
+      constant: str = "tokens",
+      in_process: bool = False):
     if examples_per_epoch < 1:
       raise ValueError(f"examples_per_epoch must be positive, got {examples_per_epoch}")
     self._make_examples = make_examples
@@ -504,6 +534,9 @@ class GeneratedTrainIterator:
     self._current = (0, first)
     self._executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="generate-epoch")
+    # Spawned, not forked: a fork of a process running JAX's threads is unsafe.
+    self._workers = None if in_process else concurrent.futures.ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     self._next = None  # (epoch, future) of the epoch being made ahead
 
   @property
@@ -524,21 +557,28 @@ class GeneratedTrainIterator:
     return {length: (local_size, length)
             for length, local_size in zip(self.buckets, self.local_batch_sizes)}
 
-  def _epoch_iterator(self, epoch: int) -> TrainIterator:
-    """A TrainIterator over epoch `epoch`'s examples, at the start of that epoch."""
-    chunks = []
+  def _epoch_iterator(self, epoch: int, first_chunk=None) -> TrainIterator:
+    """A TrainIterator over epoch `epoch`'s examples, at the start of that epoch.
+
+    `first_chunk`: a future of chunk 0's examples made in the worker process
+    (None: make it here). Further chunks, rarely needed, are made here.
+    """
+    if first_chunk is not None:
+      chunks = [tuple(ids.astype(np.int32) for ids in first_chunk.result())]
+    else:
+      chunks = [self._make_examples(epoch, 0)]
+    needed = getattr(self, "steps_per_epoch", 0)  # 0 while epoch 0 defines it
     while True:
-      chunks.append(self._make_examples(epoch, len(chunks)))
       src = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
       tgt = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
       iterator = TrainIterator(src, tgt, **self._settings)
-      needed = getattr(self, "steps_per_epoch", 0)
       if iterator.steps_per_epoch >= needed:
         iterator.set_state({"seed": self._settings["seed"], "epoch": epoch, "position": 0})
         return iterator
       if len(chunks) >= 100:
         raise ValueError(f"epoch {epoch}: {len(chunks)} chunks of examples do not fill "
                          f"{needed} batches")
+      chunks.append(self._make_examples(epoch, len(chunks)))
 
   def _iterator_for(self, epoch: int) -> TrainIterator:
     """Epoch `epoch`'s iterator, made ahead when it was the next one."""
@@ -553,7 +593,9 @@ class GeneratedTrainIterator:
 
   def _make_ahead(self, epoch: int) -> None:
     if self._next is None or self._next[0] != epoch:
-      self._next = (epoch, self._executor.submit(self._epoch_iterator, epoch))
+      first_chunk = (None if self._workers is None else
+                     self._workers.submit(_made_in_subprocess, self._make_examples, epoch, 0))
+      self._next = (epoch, self._executor.submit(self._epoch_iterator, epoch, first_chunk))
 
   def __iter__(self) -> Iterator[Batch]:
     return self
@@ -601,6 +643,8 @@ class GeneratedTrainIterator:
   def close(self) -> None:
     """Stops making epochs ahead."""
     self._executor.shutdown(wait=False, cancel_futures=True)
+    if self._workers is not None:
+      self._workers.shutdown(wait=False, cancel_futures=True)
 
 
 class EvalBatches:

@@ -368,7 +368,7 @@ def _made_calls():
 def _generated(process_index=0, process_count=1, **kwargs):
   make_examples, calls = _made_calls()
   settings = dict(examples_per_epoch=600, batch_size=16, seed=3, process_index=process_index,
-                  process_count=process_count)
+                  process_count=process_count, in_process=True)
   settings.update(kwargs)
   return input_pipeline.GeneratedTrainIterator(make_examples, **settings), calls
 
@@ -445,3 +445,15 @@ def test_generated_examples_are_seeded_encoded_lines():
   from polyflax import algebra  # pylint: disable=g-import-not-at-top
   for source, target in zip(vocab.decode_batch(src), vocab.decode_batch(tgt)):
     assert algebra.expand(source) == target
+
+
+def test_generated_stream_made_in_a_worker_process_serves_the_same_batches():
+  make_examples = input_pipeline.generated_examples(Vocab.default(), 32, seed=0,
+                                                    examples_per_epoch=400)
+  settings = dict(examples_per_epoch=400, batch_size=16, seed=3)
+  here = input_pipeline.GeneratedTrainIterator(make_examples, in_process=True, **settings)
+  worker = input_pipeline.GeneratedTrainIterator(make_examples, **settings)
+  count = 3 * here.steps_per_epoch + 2  # epochs 1-3 are made ahead, in the worker
+  _assert_batches_equal(_take(here, count), _take(worker, count))
+  here.close()
+  worker.close()
