@@ -153,8 +153,7 @@ def beam_search(graphdef, params, inputs: jax.Array, *, max_len: int, beam_size:
     candidate_log_probs = state["log_probs"][..., None] + step_log_probs
     candidate_lengths = jnp.where(finished, state["lengths"], state["index"] + 1)
     candidate_scores = candidate_log_probs / length_penalty(candidate_lengths, alpha)[..., None]
-    top_scores, top = jax.lax.top_k(candidate_scores.reshape(batch_size, -1), beams)
-    del top_scores
+    _, top = jax.lax.top_k(candidate_scores.reshape(batch_size, -1), beams)
     origin, chosen = top // vocab_size, (top % vocab_size).astype(jnp.int32)
     gather = lambda x: jnp.take_along_axis(x, origin, axis=1)
     tokens = jnp.take_along_axis(state["tokens"], origin[..., None], axis=1)

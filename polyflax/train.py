@@ -96,8 +96,7 @@ class GracefulStop:
       if self.reason is None:
         self.reason, self.exit_code = "another process received a stop signal", 128 + 15
 
-  def _handle(self, signum, frame):
-    del frame  # the signal interface passes it; the handler only records the signal
+  def _handle(self, signum, _frame):
     if self.reason is None:
       name = signal.Signals(signum).name
       self.reason = f"received {name}"
