@@ -501,7 +501,9 @@ class GeneratedTrainIterator:
   (`in_process=False`, the default: generating holds Python's lock for
   seconds, which in a thread would slow every training step by half), or in
   a background thread (`in_process=True`, for a `make_examples` that cannot
-  be sent to another process).
+  be sent to another process). The worker is spawned, so it imports the
+  program's main module again: a script that builds this iterator must keep
+  its work under `if __name__ == "__main__":` (main.py and the benchmarks do).
   """
 
   def __init__(
