@@ -9,8 +9,8 @@
 #   bash bench/compare_cpu_recipes.sh [MINUTES] [RUNS_DIR] [NAME ...]
 #
 # Candidates (all batch 64 in every bucket, dropout 0, 3+3 layers, 8 heads):
-#   h128   hidden 128, feed-forward 256 (1.2M parameters), learning rate 2e-3
-#   h192   hidden 192, feed-forward 384 (2.3M), learning rate 1.5e-3
+#   h128   hidden 128, feed-forward 256 (998k parameters), learning rate 2e-3
+#   h192   hidden 192, feed-forward 384 (2.23M), learning rate 1.5e-3
 #   h256   hidden 256, feed-forward 512 (4.0M, the reference's), learning rate 1e-3
 #   h128b128  h128 at batch 128
 set -uo pipefail

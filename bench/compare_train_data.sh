@@ -6,7 +6,7 @@
 #
 #   bash bench/compare_train_data.sh [RUNS_DIR] [--config.FIELD=VALUE ...]
 #
-# Defaults: a 1.2M-parameter model (hidden 128, 3+3 layers, feed-forward
+# Defaults: a 998k-parameter model (hidden 128, 3+3 layers, feed-forward
 # 256) on a 50,000-line generated dataset (38,000 training lines), batch 64,
 # 4,000 steps (about 6.7 epochs of the split), validation every half epoch.
 set -euo pipefail

@@ -1,0 +1,32 @@
+"""Every experiment config loads as main.py loads it, passes the checks and fits the cap."""
+
+import pytest
+
+from polyflax import config_checks, config_files, experiment, models
+from polyflax import vocab as vocab_lib
+
+CONFIG_DIR = config_files.REPO / "configs"
+CONFIGS = sorted(path.name for path in CONFIG_DIR.glob("*.py") if path.name != "__init__.py")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads_checks_and_fits_the_parameter_cap(name):
+  config = config_files.load(CONFIG_DIR / name)
+  config_checks.check_config(config)
+  model_cfg = experiment.model_config(config, vocab_lib.Vocab.default().size)
+  _, params = experiment.abstract_model(model_cfg)
+  count = models.count_params(params)
+  assert count <= config.max_params == 5_000_000
+  config_checks.check_param_count(count, config)
+
+
+def test_the_reference_runs_and_the_recipes_say_what_they_are():
+  red = config_files.load(CONFIG_DIR / "default.py")
+  orange = config_files.load(CONFIG_DIR / "orange.py")
+  assert (red.batch_size, orange.batch_size) == (512, 256)
+  assert red.constant_per_batch == orange.constant_per_batch == "examples"
+  assert red.train_data == "split" and red.max_epochs == 10 and red.max_steps == 0
+  for name in ("best", "cpu"):
+    recipe = config_files.load(CONFIG_DIR / f"{name}.py")
+    assert recipe.train_data == "generated"
+    assert recipe.model.dropout_rate == 0.0 and recipe.max_steps > 0
