@@ -321,6 +321,14 @@ def _check_process(process_index: int, process_count: int) -> None:
         f"process_index must be in [0, process_count={process_count}), got {process_index}")
 
 
+def _resumed_position(epoch: int, position: int, steps_per_epoch: int) -> tuple[int, int]:
+  """(epoch, position) of a saved state, checked; the end of an epoch is the next one's start."""
+  if epoch < 0 or not 0 <= position <= steps_per_epoch:
+    raise ValueError(f"iterator state epoch={epoch}, position={position} is out of range "
+                     f"(steps_per_epoch={steps_per_epoch})")
+  return (epoch + 1, 0) if position == steps_per_epoch else (epoch, position)
+
+
 class TrainIterator:
   """Endless iterator over shuffled, length-bucketed training batches.
 
@@ -473,13 +481,7 @@ class TrainIterator:
           f"iterator state must hold int seed, epoch and position, got {state!r}") from e
     if seed != self._seed:
       raise ValueError(f"iterator state has seed {seed}, this iterator has seed {self._seed}")
-    if epoch < 0 or not 0 <= position <= self.steps_per_epoch:
-      raise ValueError(
-          f"iterator state epoch={epoch}, position={position} is out of range "
-          f"(steps_per_epoch={self.steps_per_epoch})")
-    if position == self.steps_per_epoch:
-      epoch, position = epoch + 1, 0
-    self._epoch, self._position = epoch, position
+    self._epoch, self._position = _resumed_position(epoch, position, self.steps_per_epoch)
 
 
 class GeneratedTrainIterator:
@@ -633,11 +635,7 @@ class GeneratedTrainIterator:
     if (seed, per_epoch) != (self._seed, self._examples_per_epoch):
       raise ValueError(f"iterator state has seed {seed} and {per_epoch} examples per epoch, "
                        f"this stream {self._seed} and {self._examples_per_epoch}")
-    if epoch < 0 or not 0 <= position <= self.steps_per_epoch:
-      raise ValueError(f"iterator state epoch={epoch}, position={position} is out of range "
-                       f"(steps_per_epoch={self.steps_per_epoch})")
-    if position == self.steps_per_epoch:
-      epoch, position = epoch + 1, 0
+    epoch, position = _resumed_position(epoch, position, self.steps_per_epoch)
     iterator = self._iterator_for(epoch)
     iterator.set_state({"seed": seed, "epoch": epoch, "position": position})
     self._epoch, self._position = epoch, position
