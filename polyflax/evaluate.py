@@ -156,7 +156,7 @@ def resolve_test_file(config: ml_collections.ConfigDict) -> str:
 
   `config` is the run's config (`experiment.run_config`), so its data
   fields are those the run was trained on. Evaluation never makes data: a
-  missing split is a `DataError` that says how to make it.
+  missing split is a FileNotFoundError that says how to make it.
   """
   if config.eval.test_file:
     return config.eval.test_file

@@ -54,15 +54,6 @@ def folder_size(directory: str) -> tuple[int, int, str]:
   return total, largest, largest_path
 
 
-def _training_record(workdir: str, step: int) -> dict:
-  """The JSON item and the metrics saved with training checkpoint `step`."""
-  store = checkpoints.CheckpointStore(os.path.join(workdir, "checkpoints"), read_only=True)
-  try:
-    return store.restore_extra(step)
-  finally:
-    store.close()
-
-
 def _check_target(export_dir: str, workdir: str) -> None:
   """Refuses a target that would overwrite something other than an exported model."""
   if os.path.abspath(export_dir) == os.path.abspath(workdir):
@@ -93,7 +84,7 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
     raise checkpoints.CheckpointError(
         f"no {experiment.RUN_CONFIG_FILE} in {workdir}: not a training run's workdir")
   model = inference.restore_for_inference(config, workdir)
-  record = _training_record(workdir, model.step)
+  record = model.record  # the JSON saved with the checkpoint
   params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), jax.device_get(model.params))
   card = {
       "format": inference.EXPORT_FORMAT,

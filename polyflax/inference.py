@@ -52,6 +52,9 @@ class InferenceModel:
   mesh: Any
   step: int  # the training step of the parameters
   source: str  # the checkpoint step folder, or the exported folder
+  # What was saved beside the parameters: the training checkpoint's JSON item
+  # (fingerprint, validation figures, command, versions), or the model card.
+  record: dict
 
 
 def is_exported(workdir: str) -> bool:
@@ -105,7 +108,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
     experiment.check_fingerprint(card["model"], fingerprint, workdir)
     params = checkpoints.restore_params(os.path.join(workdir, PARAMS_DIR), target)
     return InferenceModel(graphdef=graphdef, params=params, vocab=vocab, model_cfg=model_cfg,
-                          mesh=mesh, step=card["step"], source=os.path.abspath(workdir))
+                          mesh=mesh, step=card["step"], source=os.path.abspath(workdir),
+                          record=card)
 
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
@@ -117,10 +121,10 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
     step = store.best_step() if step is None else step
     if step is None:
       raise checkpoints.CheckpointError(f"no complete checkpoint in {directory}")
-    experiment.check_fingerprint(store.restore_extra(step).get("model", {}), fingerprint,
-                                 store.path(step))
+    record = store.restore_extra(step)
+    experiment.check_fingerprint(record.get("model", {}), fingerprint, store.path(step))
     params = store.restore_params(step, target)
   finally:
     store.close()
   return InferenceModel(graphdef=graphdef, params=params, vocab=vocab, model_cfg=model_cfg,
-                        mesh=mesh, step=step, source=store.path(step))
+                        mesh=mesh, step=step, source=store.path(step), record=record)
