@@ -460,6 +460,9 @@ class TrainIterator:
       self._position = 0
     return batch
 
+  def close(self) -> None:
+    """Nothing to stop (the generated stream's `close` stops its workers)."""
+
   def get_state(self) -> dict[str, int]:
     """The position in the stream, as plain ints (see the module docstring)."""
     return {"seed": self._seed, "epoch": self._epoch, "position": self._position}

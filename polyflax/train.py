@@ -530,8 +530,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     try:
       return fast_dev_run(experiment, data)
     finally:
-      if hasattr(data.train_iter, "close"):
-        data.train_iter.close()
+      data.train_iter.close()
   validate = Validator(experiment, data)
 
   # --- Resume, run files, logs. ----------------------------------------------------
@@ -646,8 +645,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     finally:
       progress.close()
       store.close()
-      if hasattr(data.train_iter, "close"):
-        data.train_iter.close()
+      data.train_iter.close()
       if writer is not None:
         writer.close()
   return val_metrics
