@@ -22,6 +22,7 @@ from typing import Sequence
 from absl import logging
 import jax
 import ml_collections
+import tqdm
 
 from polyflax import algebra
 from polyflax import config_checks
@@ -29,6 +30,7 @@ from polyflax import data as data_lib
 from polyflax import decode
 from polyflax import experiment
 from polyflax import inference
+from polyflax import input_pipeline
 from polyflax import vocab as vocab_lib
 
 # The factored sides of the original data have at most this many characters.
@@ -169,13 +171,37 @@ def resolve_test_file(config: ml_collections.ConfigDict) -> str:
   return str(test_path)
 
 
-def _training_lines(config: ml_collections.ConfigDict) -> tuple[str, set[str] | None]:
-  """The path and the lines of the run's training split (None if it is missing)."""
-  path = data_lib.split_paths(config.data_dir)["train"]
-  if not path.exists():
-    return str(path), None
-  return str(path), {f"{factored}={expanded}"
-                     for factored, expanded in data_lib.read_pairs(path, skip_bad=True).pairs}
+def _training_lines(config: ml_collections.ConfigDict, record: dict,
+                    pairs: Sequence[tuple[str, str]]) -> tuple[str, set[str] | None]:
+  """What the model trained on, and which test lines it holds (None: unknown).
+
+  Returns (description, seen): for a run on the train split, its path and
+  its lines; for a run on generated lines (`train_data="generated"`), the
+  epochs begun, as the checkpoint's iterator state records them, and the
+  test lines found among those epochs' lines (made again from `data_seed`,
+  chunk 0 of each epoch: the rare extra chunks are left out). For a
+  generated run only the lines of `pairs` are kept, so the set stays small
+  whatever the stream's length.
+  """
+  if config.train_data != "generated":
+    path = data_lib.split_paths(config.data_dir)["train"]
+    if not path.exists():
+      return f"no training split at {path}", None
+    return str(path), {f"{factored}={expanded}"
+                       for factored, expanded in data_lib.read_pairs(path, skip_bad=True).pairs}
+  state = record.get("iterator") or {}
+  if input_pipeline.GENERATED_STATE_KEY not in state:
+    return "generated lines, but the checkpoint does not say how many", None
+  per_epoch = int(state[input_pipeline.GENERATED_STATE_KEY])
+  epochs = int(state["epoch"]) + (1 if int(state["position"]) > 0 else 0)
+  test_lines = {f"{factored}={expanded}" for factored, expanded in pairs}
+  seen = set()
+  for epoch in tqdm.tqdm(range(epochs), desc="training lines", unit="epoch",
+                         disable=jax.process_index() != 0, file=sys.stderr):
+    seen.update(test_lines.intersection(
+        input_pipeline.generated_lines(config.data_seed, per_epoch, epoch, 0)))
+  return (f"generated lines: {epochs} epoch{'' if epochs == 1 else 's'} of {per_epoch:,} "
+          f"(data seed {config.data_seed})", seen)
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -210,9 +236,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   predictions = decoder.decode_ids(source_ids, batch_size=eval_cfg.batch_size, progress=True)
   decode_seconds = time.perf_counter() - start
 
-  train_path, seen_lines = _training_lines(run_config)
+  trained_on, seen_lines = _training_lines(run_config, model.record, pairs)
   if seen_lines is None and is_main:
-    print(f"no training split at {train_path}: no seen/unseen figures", file=sys.stderr)
+    print(f"{trained_on}: no seen/unseen figures", file=sys.stderr)
   metrics = score(pairs, predictions, seen_lines)
   metrics.update(
       compile_seconds=compile_seconds,
@@ -223,7 +249,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
       step=model.step,
       checkpoint=model.source,
       test_file=test_file,
-      train_file=train_path if seen_lines is not None else None,
+      trained_on=trained_on if seen_lines is not None else None,
       devices=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       process_count=jax.process_count(),
   )

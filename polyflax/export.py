@@ -91,6 +91,9 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
       "parameters": models.count_params(params),
       "step": model.step,
       "validation": record.get("validation", {}),
+      # Where the training stream stood: with generated lines, evaluation
+      # regenerates the epochs trained to tell seen test lines from unseen.
+      "iterator": record.get("iterator"),
       "model": experiment.model_fingerprint(model.model_cfg),
       "trained_with": {
           "command": record.get("command"),

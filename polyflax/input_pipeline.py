@@ -143,12 +143,22 @@ class GeneratedExamples:
   examples_per_epoch: int
 
   def __call__(self, epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    count = self.examples_per_epoch if chunk == 0 else max(1, self.examples_per_epoch // 20)
-    chunk_seed = int(np.random.SeedSequence(
-        [self.seed, _GENERATED_STREAM_TAG, epoch, chunk]).generate_state(1)[0])
-    pairs = [line.split("=") for line in generate.generate_lines(count, chunk_seed)]
+    pairs = [line.split("=") for line in
+             generated_lines(self.seed, self.examples_per_epoch, epoch, chunk)]
     return (self.vocab.encode_batch([factored for factored, _ in pairs], self.max_len),
             self.vocab.encode_batch([expanded for _, expanded in pairs], self.max_len))
+
+
+def generated_lines(seed: int, examples_per_epoch: int, epoch: int, chunk: int) -> list[str]:
+  """The `factored=expanded` lines of chunk `chunk` of epoch `epoch` of a generated stream.
+
+  What `GeneratedExamples(..., seed, examples_per_epoch)(epoch, chunk)`
+  encodes; evaluation reads them to tell the test lines a model trained on.
+  """
+  count = examples_per_epoch if chunk == 0 else max(1, examples_per_epoch // 20)
+  chunk_seed = int(np.random.SeedSequence(
+      [seed, _GENERATED_STREAM_TAG, epoch, chunk]).generate_state(1)[0])
+  return generate.generate_lines(count, chunk_seed)
 
 
 def generated_examples(vocab: vocab_lib.Vocab, max_len: int, seed: int,

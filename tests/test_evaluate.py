@@ -272,7 +272,7 @@ def test_evaluate_mode_scores_the_test_split_and_writes_its_outputs(tiny_run):
                "decode_sequences_per_second", "compile_seconds", "step"):
     assert name in metrics, name
   assert metrics["test_file"] == str(data_dir / "test_set.txt")
-  assert metrics["train_file"] == str(data_dir / "train_set.txt")
+  assert metrics["trained_on"] == str(data_dir / "train_set.txt")
   assert metrics["decode_sequences_per_second"] > 0
   assert metrics["num_examples_unseen"] + metrics.get("num_examples_seen", 0) == 48
   assert metrics["equivalence"] >= metrics["exact_match"]

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from checkpoint_files import read_arrays
 
-from polyflax import checkpoints, cli, config_files, evaluate, export, inference, train
+from polyflax import checkpoints, cli, config_files, evaluate, export, inference, input_pipeline
+from polyflax import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -205,3 +206,26 @@ def test_default_output_of_an_exported_folder_is_outside_it(exported):
   folder, moved = exported
   assert evaluate.default_output_dir(str(folder)) == os.path.join("runs", "eval", folder.name)
   assert evaluate.default_output_dir(str(moved)) == os.path.join(str(moved), "eval")
+
+
+def test_seen_lines_of_a_generated_run_are_those_it_trained_on_also_once_exported(tmp_path):
+  config = config_files.tiny(tmp_path / "inputs", generated_size=2000, max_epochs=1,
+                             train_data="generated", generated_examples_per_epoch=1200)
+  run = tmp_path / "run"
+  train.train_and_evaluate(config, str(run))
+  trained = input_pipeline.generated_lines(config.data_seed, 1200, 0, 0)
+  later = [line for line in input_pipeline.generated_lines(config.data_seed, 1200, 1, 0)
+           if line not in set(trained)]
+  test_file = tmp_path / "test.txt"
+  test_file.write_text("\n".join(trained[:20] + later[:30]) + "\n")
+  shipped = tmp_path / "shipped"
+  assert cli.run("export", config_files.set_fields(config, {"export.dir": str(shipped)}),
+                 str(run)) == 0
+  for workdir in (run, shipped):
+    output_dir = tmp_path / f"eval_{workdir.name}"
+    eval_config = config_files.set_fields(config, {"eval.test_file": str(test_file),
+                                                   "eval.output_dir": str(output_dir)})
+    assert cli.run("evaluate", eval_config, str(workdir)) == 0
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert (metrics["num_examples_seen"], metrics["num_examples_unseen"]) == (20, 30)
+    assert metrics["trained_on"] == "generated lines: 1 epoch of 1,200 (data seed 0)"
