@@ -59,21 +59,24 @@ def _parse_or_none(text: str) -> algebra.Polynomial | None:
 
 
 def row_groups(factored: str, expanded: str, seen_lines: set[str] | None = None) -> list[str]:
-  """The groups a test row is scored in: its shape, trig, seen or unseen.
+  """The groups a test row is scored in: its shape, trig, seen or unseen, and both.
 
   Shapes are those of `algebra.SHAPES` ("binomials", "k_u_binomial",
   "monomial", "square"), or "unknown" for a side that is not a product of two
   linear factors. "seen"/"unseen" (only with `seen_lines`) says whether the
-  whole line also occurs in the training split.
+  whole line was among those the model trained on; the row is then also in
+  "shape_<shape>_seen" or "shape_<shape>_unseen".
   """
   try:
-    groups = ["shape_" + algebra.row_shape(factored)]
+    shape = "shape_" + algebra.row_shape(factored)
   except algebra.AlgebraError:
-    groups = ["shape_unknown"]
+    shape = "shape_unknown"
+  groups = [shape]
   if algebra.is_trig(factored):
     groups.append("shape_trig")
   if seen_lines is not None:
-    groups.append("seen" if f"{factored}={expanded}" in seen_lines else "unseen")
+    seen = "seen" if f"{factored}={expanded}" in seen_lines else "unseen"
+    groups += [seen, f"{shape}_{seen}"]
   return groups
 
 

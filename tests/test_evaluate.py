@@ -64,10 +64,15 @@ def test_score_counts_exact_equivalent_and_wrong_coefficients():
   expected_groups = {  # group: (exact match, rows)
       "shape_binomials": (1 / 3, 3), "shape_k_u_binomial": (0.0, 2),
       "shape_monomial": (1.0, 1), "shape_square": (0.0, 1), "shape_trig": (0.5, 2),
-      "seen": (0.5, 2), "unseen": (0.2, 5)}
+      "seen": (0.5, 2), "unseen": (0.2, 5),
+      "shape_binomials_seen": (1.0, 1), "shape_binomials_unseen": (0.0, 2),
+      "shape_k_u_binomial_seen": (0.0, 1), "shape_k_u_binomial_unseen": (0.0, 1),
+      "shape_monomial_unseen": (1.0, 1), "shape_square_unseen": (0.0, 1)}
   for group, (exact_match, count) in expected_groups.items():
     assert metrics[f"exact_match_{group}"] == pytest.approx(exact_match), group
     assert metrics[f"num_examples_{group}"] == count, group
+  assert {name for name in metrics if name.startswith("num_examples_")} == {
+      f"num_examples_{group}" for group in expected_groups}
 
 
 def test_score_without_training_lines_has_no_seen_split_and_checks_lengths():
