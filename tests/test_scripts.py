@@ -68,3 +68,27 @@ def test_eval_table_puts_evaluations_side_by_side(tmp_path):
   bad = subprocess.run([sys.executable, "scripts/eval_table.py", "no-label"],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and "expected LABEL=PATH" in bad.stderr
+
+
+def test_training_time_adds_up_sessions_and_counts_repeated_steps(tmp_path):
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  # Session 1 logs steps 0..1000 over an hour; session 2 resumes at 800
+  # (200 steps trained again) and logs to 2000 over half an hour.
+  for suffix, steps, start in ((".1", range(0, 1001, 200), 1000.0),
+                               (".2", range(800, 2001, 200), 9000.0)):
+    with SummaryWriter(str(tmp_path), filename_suffix=suffix) as writer:
+      first = steps[0]
+      for step in steps:
+        wall = start + (step - first) * (3600.0 if suffix == ".1" else 1800.0) / (steps[-1] - first)
+        writer.add_scalar("train/loss", 1.0, step, walltime=wall)
+      writer.add_scalar("val/loss", 1.0, steps[-1], walltime=start + 99999)  # not training
+  result = subprocess.run([sys.executable, "scripts/training_time.py", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert lines[0].endswith(": steps 0 to 1,000, 1.00 h")
+  assert lines[1].endswith(": steps 800 to 2,000, 0.50 h")
+  assert lines[2] == "total: 1.50 h in 2 sessions, to step 2,000 (about 200 steps trained twice after resumes)"
+  empty = subprocess.run([sys.executable, "scripts/training_time.py", str(tmp_path / "none")],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert empty.returncode == 1 and "no training events" in empty.stderr
