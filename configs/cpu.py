@@ -2,9 +2,9 @@
 
   python main.py --config configs/cpu.py --workdir runs/cpu     # the same command resumes it
 
-Not trained yet: this recipe is chosen from 12-minute comparisons (below);
-the 4-hour run, its export into checkpoints/cpu and its figures are still to
-be made.
+This recipe is chosen from 12-minute comparisons (below). Its run is under
+way and spans sessions; its export into checkpoints/cpu and its figures are
+still to be made.
 
 What was tried (bench/compare_cpu_recipes.sh 12, this 2-core CPU, nothing
 else running): three model sizes, each trained for 12 minutes of wall-clock
