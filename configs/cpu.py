@@ -1,10 +1,25 @@
-"""CPU: the best exact match this 2-core CPU reaches in at most 4 hours of training.
+"""CPU: the best exact match this 2-core CPU reaches in under 4 hours of training.
 
   python main.py --config configs/cpu.py --workdir runs/cpu     # the same command resumes it
 
-This recipe is chosen from 12-minute comparisons (below). Its run is under
-way and spans sessions; its export into checkpoints/cpu and its figures are
-still to be made.
+The model shipped in checkpoints/cpu is this recipe's run, exported:
+
+  python main.py --config configs/cpu.py --workdir runs/cpu --mode=export \
+      --config.export.dir=checkpoints/cpu
+
+What won, and what it reached (the shipped model): 998k parameters (hidden
+128), 5 whole epochs of fresh lines at batch 64, learning rate 2e-3 with 500
+warmup steps and a cosine to zero, no dropout, no label smoothing. Trained in
+1.85 h on this 2-core CPU, validating every half epoch, it scored 0.9991
+exact match on all 50,001 real lines of real_dev (greedy) and 0.9989 on the
+first 50,000 lines of the generated test split. Validation exact match at
+each half epoch: 0.557, 0.766, 0.861, 0.881, 0.940, 0.958, 0.965, 0.993,
+0.999, 1.000.
+
+Why 5 epochs: a first run of this recipe over 10 epochs (about 3.7 h) was at
+0.986 on real lines at epoch 6 and 0.997 validation at epoch 7 when its work
+directory was lost, before it could be exported. With the cosine over 5
+epochs the run fits one sitting of under two hours and ends above that.
 
 What was tried (bench/compare_cpu_recipes.sh 12, this 2-core CPU, nothing
 else running): three model sizes, each trained for 12 minutes of wall-clock
@@ -35,8 +50,8 @@ def get_config():
   config = default.get_config()
 
   # --- data --------------------------------------------------------------------
-  # Fresh lines every epoch (760,000 lines an "epoch"): over 4 hours the model
-  # sees about 8M examples, more than 10 epochs of the split.
+  # Fresh lines every epoch (760,000 lines an "epoch", as many as the split
+  # holds): over its 5 epochs the model sees 3.8M examples, nearly all new.
   config.train_data = "generated"
 
   # --- model ---------------------------------------------------------------------
@@ -56,14 +71,13 @@ def get_config():
   config.constant_per_batch = "examples"
   config.learning_rate = 2e-3
   config.warmup_steps = 500
-  # 10 epochs of 11,872 steps (118,720 steps of 64 = 7.6M examples): about
-  # 3.6 h at 590 examples/s, plus about 15 minutes of validation, inside the
-  # 4 hours. Cosine to zero over exactly these steps. Whole epochs, so that
-  # the lines the model trained on are exactly those of its 10 epochs (the
-  # seen/unseen figures of evaluation). The run began with max_steps=120,000
-  # and was switched to 10 epochs at step ~8,500, where the two cosines
-  # differ by less than 0.1% of the learning rate.
-  config.max_epochs = 10
+  # 5 epochs of 11,872 steps (59,360 steps of 64 = 3.8M examples): 1.85 h
+  # here (measured), so that the whole run fits in one sitting of under two hours
+  # (a first run of 10 epochs, ~3.7 h, was lost with its work directory at
+  # 73%, before it could be exported; see the docstring). Cosine to zero over
+  # exactly these steps. Whole epochs, so that the lines the model trained on
+  # are exactly those of its epochs (the seen/unseen figures of evaluation).
+  config.max_epochs = 5
   config.max_steps = 0
   config.lr_schedule = "cosine"
   config.lr_final_fraction = 0.0
