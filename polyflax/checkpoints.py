@@ -127,11 +127,18 @@ def _restore_args(abstract: Any) -> Any:
   return ocp.checkpoint_utils.construct_restore_args(abstract)
 
 
+# Orbax's file saying a save finished, with the absolute path it wrote to.
+COMMIT_MARKER_FILE = "commit_success.txt"
+
+
 def save_params(directory: str, params: Any) -> None:
   """Writes a parameters-only checkpoint (an exported model) into `directory`.
 
   `directory` must not exist yet; the write is complete when this returns.
-  Data files are split at `PARAMS_FILE_BYTES`.
+  Data files are split at `PARAMS_FILE_BYTES`. Orbax's commit marker, which
+  names the absolute path written to, is removed: the folder is meant to be
+  copied and shipped, and on a local filesystem Orbax's rename already marks
+  a finished write (restoring does not read the marker).
   """
   try:
     with ocp.PyTreeCheckpointer() as checkpointer:
@@ -140,6 +147,9 @@ def save_params(directory: str, params: Any) -> None:
   except Exception as error:  # pylint: disable=broad-except
     raise CheckpointError(f"could not write parameters to {directory}: {one_line(error)}"
                           ) from error
+  marker = os.path.join(directory, COMMIT_MARKER_FILE)
+  if os.path.exists(marker):
+    os.remove(marker)
 
 
 def restore_params(directory: str, abstract_params: Any) -> Any:

@@ -100,7 +100,9 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
           "versions": record.get("versions"),
           "devices": record.get("devices"),
           "saved_at": record.get("saved_at"),
-          "checkpoint": model.source,
+          # The step folder, relative to the run's workdir: no path of the
+          # machine that exported it.
+          "checkpoint": os.path.relpath(model.source, workdir),
       },
       "config": run_config,
       "exported_at": experiment.now(),

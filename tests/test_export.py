@@ -119,6 +119,19 @@ def test_exported_folder_files_and_size_are_small(exported):
     assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path
 
 
+def test_exported_folder_names_no_path_of_the_machine_that_wrote_it(exported, tiny_run):
+  folder, _ = exported
+  card = json.loads((folder / "model.json").read_text())
+  assert card["trained_with"]["checkpoint"] == os.path.join("checkpoints", "23")
+  # The config keeps what the user gave (this test's data_dir is absolute);
+  # the files Orbax writes and the card's record of the source must not.
+  local_paths = (str(tiny_run[2].parent), str(folder.parent))
+  for path in (folder / "params").rglob("*"):
+    if path.is_file():
+      content = path.read_bytes()
+      assert not any(local.encode() in content for local in local_paths), path
+
+
 def run_main(*args, stdin=None):
   return subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=REPO,
                         capture_output=True, text=True, input=stdin, timeout=600)
