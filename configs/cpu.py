@@ -51,7 +51,7 @@ def get_config():
 
   # --- data --------------------------------------------------------------------
   # Fresh lines every epoch (760,000 lines an "epoch", as many as the split
-  # holds): over its 5 epochs the model sees 3.8M examples, nearly all new.
+  # holds): over its 5 epochs the model sees 3.8M examples, drawn afresh each epoch.
   config.train_data = "generated"
 
   # --- model ---------------------------------------------------------------------
