@@ -39,7 +39,8 @@ def imported_modules(path):
   return names
 
 
-@pytest.mark.parametrize("path", ["polyflax/evaluate.py", "polyflax/inference.py",
+@pytest.mark.parametrize("path", ["polyflax/evaluate.py", "polyflax/predict.py",
+                                  "polyflax/scoring.py", "polyflax/inference.py",
                                   "polyflax/export.py", "polyflax/decode.py",
                                   "polyflax/experiment.py", "bench/bench_decode.py"])
 def test_inference_code_does_not_import_training_code(path):
@@ -47,7 +48,7 @@ def test_inference_code_does_not_import_training_code(path):
 
 
 def test_evaluating_and_exporting_never_load_the_training_module():
-  code = ("import sys; from polyflax import cli, evaluate, export, inference; "
+  code = ("import sys; from polyflax import cli, evaluate, export, inference, predict; "
           "print('polyflax.train' in sys.modules)")
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=300, check=True)
