@@ -1,4 +1,4 @@
-"""The model shipped in checkpoints/cpu: it loads, predicts and scores as the README says."""
+"""The model in checkpoints/cpu loads, predicts and scores as README and docs/results.md say."""
 
 import json
 import os
@@ -64,5 +64,5 @@ def test_the_shipped_model_expands_real_lines(real_dev_lines):
   pairs = [line.split("=") for line in real_dev_lines[:512]]
   predictions = decoder.decode_texts([factored for factored, _ in pairs], batch_size=256)
   exact = np.mean([p == expanded for p, (_, expanded) in zip(predictions, pairs)])
-  # The README reports 0.9991 on all of real_dev; the 0.90 floor leaves room for noise.
+  # docs/results.md reports 0.9991 on all of real_dev; the 0.90 floor leaves room for noise.
   assert exact >= 0.9, exact
