@@ -28,10 +28,11 @@ from polyflax import algebra
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
-from polyflax import experiment
 from polyflax import inference
 from polyflax import input_pipeline
+from polyflax import run_record
 from polyflax import vocab as vocab_lib
+from polyflax import workdir as workdir_lib
 
 # The factored sides of the original data have at most this many characters.
 MAX_INPUT_CHARS = data_lib.MAX_SIDE_LENGTH
@@ -159,7 +160,7 @@ def score(pairs: Sequence[tuple[str, str]], predictions: Sequence[str],
 def resolve_test_file(config: ml_collections.ConfigDict) -> str:
   """`config.eval.test_file`, or by default ('') the test split of the run's data folder.
 
-  `config` is the run's config (`experiment.run_config`), so its data
+  `config` is the run's config (`workdir_lib.run_config`), so its data
   fields are those the run was trained on. Evaluation never makes data: a
   missing split is a FileNotFoundError that says how to make it.
   """
@@ -174,7 +175,7 @@ def resolve_test_file(config: ml_collections.ConfigDict) -> str:
   return str(test_path)
 
 
-def _training_lines(config: ml_collections.ConfigDict, record: dict,
+def _training_lines(config: ml_collections.ConfigDict, record: run_record.RunRecord,
                     pairs: Sequence[tuple[str, str]]) -> tuple[str, set[str] | None]:
   """What the model trained on, and which test lines it holds (None: unknown).
 
@@ -192,7 +193,7 @@ def _training_lines(config: ml_collections.ConfigDict, record: dict,
       return f"no training split at {path}", None
     return str(path), {f"{factored}={expanded}"
                        for factored, expanded in data_lib.read_pairs(path, skip_bad=True).pairs}
-  state = record.get("iterator") or {}
+  state = record.iterator
   if input_pipeline.GENERATED_STATE_KEY not in state:
     return "generated lines, but the checkpoint does not say how many", None
   per_epoch = int(state[input_pipeline.GENERATED_STATE_KEY])
@@ -217,7 +218,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_checks.check_config(config)
   eval_cfg = config.eval
   is_main = jax.process_index() == 0
-  run_config = experiment.run_config(config, workdir)
+  run_config = workdir_lib.run_config(config, workdir)
   test_file = resolve_test_file(run_config)  # before the restore: a missing file is quick to tell
   model = inference.restore_for_inference(config, workdir)
   max_len = model.model_cfg.max_len
@@ -232,7 +233,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
                            max_len=max_len, beam_size=eval_cfg.beam_size,
                            length_penalty=eval_cfg.length_penalty,
-                           buckets=tuple(config.length_buckets))
+                           batching=input_pipeline.batching(config, model.mesh))
   source_ids = model.vocab.encode_batch([factored for factored, _ in pairs], max_len)
   compile_seconds = decoder.warm_up(source_ids, batch_size=eval_cfg.batch_size)
   start = time.perf_counter()
@@ -287,7 +288,7 @@ def default_output_dir(workdir: str) -> str:
 
   A shipped model folder (checkpoints/NAME) stays as it was shipped.
   """
-  if inference.is_exported(workdir):
+  if workdir_lib.is_exported(workdir):
     return os.path.join("runs", "eval", os.path.basename(os.path.abspath(workdir)))
   return os.path.join(workdir, "eval")
 
@@ -427,7 +428,7 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
   """
   _lenient_stdio()
   config_checks.check_config(config)
-  max_len = experiment.run_config(config, workdir).max_len
+  max_len = workdir_lib.run_config(config, workdir).max_len
   vocab = vocab_lib.Vocab.default()
   decoder = None
   lines = [expr] if expr is not None else (line.rstrip("\r\n") for line in sys.stdin)
@@ -448,7 +449,8 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
                                max_len=model.model_cfg.max_len,
                                beam_size=config.eval.beam_size,
                                length_penalty=config.eval.length_penalty,
-                               buckets=(model.model_cfg.max_len,))
+                               batching=input_pipeline.batching(
+                                   config, model.mesh, buckets=(model.model_cfg.max_len,)))
     (prediction,) = decoder.decode_texts([factored], batch_size=1)
     print(prediction, flush=True)
   return status
