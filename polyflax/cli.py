@@ -29,10 +29,10 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | 
     # Several hosts: join the distributed runtime before any other JAX call.
     distributed.initialize(config)
     if mode == "train":
-      from polyflax import train  # pylint: disable=g-import-not-at-top
+      from polyflax import signals, train  # pylint: disable=g-import-not-at-top
       try:
         train.train_and_evaluate(config, workdir)
-      except train.TrainingInterrupted as interrupted:
+      except signals.TrainingInterrupted as interrupted:
         return interrupted.exit_code
       except train.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)

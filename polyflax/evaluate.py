@@ -23,16 +23,17 @@ import tqdm
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
-from polyflax import experiment
 from polyflax import inference
 from polyflax import input_pipeline
+from polyflax import run_record
 from polyflax import scoring
+from polyflax import workdir as workdir_lib
 
 
 def resolve_test_file(config: ml_collections.ConfigDict) -> str:
   """`config.eval.test_file`, or by default ('') the test split of the run's data folder.
 
-  `config` is the run's config (`experiment.run_config`), so its data
+  `config` is the run's config (`workdir.run_config`), so its data
   fields are those the run was trained on. Evaluation never makes data: a
   missing split is a FileNotFoundError that says how to make it.
   """
@@ -47,7 +48,7 @@ def resolve_test_file(config: ml_collections.ConfigDict) -> str:
   return str(test_path)
 
 
-def _training_lines(config: ml_collections.ConfigDict, record: dict,
+def _training_lines(config: ml_collections.ConfigDict, record: run_record.RunRecord,
                     pairs: Sequence[tuple[str, str]]) -> tuple[str, set[str] | None]:
   """What the model trained on, and which test lines it holds (None: unknown).
 
@@ -65,7 +66,7 @@ def _training_lines(config: ml_collections.ConfigDict, record: dict,
       return f"no training split at {path}", None
     return str(path), {f"{factored}={expanded}"
                        for factored, expanded in data_lib.read_pairs(path, skip_bad=True).pairs}
-  state = record.get("iterator") or {}
+  state = record.iterator
   if input_pipeline.GENERATED_STATE_KEY not in state:
     return "generated lines, but the checkpoint does not say how many", None
   per_epoch = int(state[input_pipeline.GENERATED_STATE_KEY])
@@ -90,7 +91,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_checks.check_config(config)
   eval_cfg = config.eval
   is_main = jax.process_index() == 0
-  run_config = experiment.run_config(config, workdir)
+  run_config = workdir_lib.run_config(config, workdir)
   test_file = resolve_test_file(run_config)  # before the restore: a missing file is quick to tell
   model = inference.restore_for_inference(config, workdir)
   max_len = model.model_cfg.max_len
@@ -105,7 +106,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
                            max_len=max_len, beam_size=eval_cfg.beam_size,
                            length_penalty=eval_cfg.length_penalty,
-                           buckets=tuple(config.length_buckets))
+                           batching=input_pipeline.batching(config, model.mesh))
   source_ids = model.vocab.encode_batch([factored for factored, _ in pairs], max_len)
   compile_seconds = decoder.warm_up(source_ids, batch_size=eval_cfg.batch_size)
   start = time.perf_counter()
@@ -160,9 +161,9 @@ def default_output_dir(workdir: str) -> str:
 
   A shipped model folder (checkpoints/NAME) stays as it was shipped.
   """
-  if inference.is_exported(workdir):
-    return os.path.join("runs", "eval", os.path.basename(os.path.abspath(workdir)))
-  return os.path.join(workdir, "eval")
+  if workdir_lib.is_exported(workdir):
+    return os.path.join("runs", workdir_lib.EVAL_DIR, os.path.basename(os.path.abspath(workdir)))
+  return os.path.join(workdir, workdir_lib.EVAL_DIR)
 
 
 def _summary(metrics: dict) -> str:

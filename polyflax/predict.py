@@ -17,9 +17,10 @@ from polyflax import algebra
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
-from polyflax import experiment
 from polyflax import inference
+from polyflax import input_pipeline
 from polyflax import vocab as vocab_lib
+from polyflax import workdir as workdir_lib
 
 # The factored sides of the original data have at most this many characters.
 MAX_INPUT_CHARS = data_lib.MAX_SIDE_LENGTH
@@ -127,7 +128,7 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
   """
   _lenient_stdio()
   config_checks.check_config(config)
-  max_len = experiment.run_config(config, workdir).max_len
+  max_len = workdir_lib.run_config(config, workdir).max_len
   vocab = vocab_lib.Vocab.default()
   decoder = None
   lines = [expr] if expr is not None else (line.rstrip("\r\n") for line in sys.stdin)
@@ -148,7 +149,8 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
                                max_len=model.model_cfg.max_len,
                                beam_size=config.eval.beam_size,
                                length_penalty=config.eval.length_penalty,
-                               buckets=(model.model_cfg.max_len,))
+                               batching=input_pipeline.batching(
+                                   config, model.mesh, buckets=(model.model_cfg.max_len,)))
     (prediction,) = decoder.decode_texts([factored], batch_size=1)
     print(prediction, flush=True)
   return status

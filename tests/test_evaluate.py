@@ -42,7 +42,8 @@ def test_bucketed_batched_decoding_returns_every_row_in_order():
   source_ids[np.arange(16)[None] >= lengths[:, None]] = 0
   source_ids[np.arange(45), lengths - 1] = VOCAB.eos_id
   mesh = sharding.make_mesh()
-  decoder = decode.Decoder(graphdef, params, VOCAB, mesh, max_len=16, buckets=(8, 16))
+  decoder = decode.Decoder(graphdef, params, VOCAB, mesh, max_len=16,
+                           batching=input_pipeline.Batching(buckets=(8, 16)))
   assert decoder.warm_up(source_ids, batch_size=8) > 0
   # Batches of 16 and 8 rows: several per bucket, the last ones part padding.
   decoded = decoder.decode_ids(source_ids, batch_size=8)
@@ -54,17 +55,19 @@ def test_bucketed_batched_decoding_returns_every_row_in_order():
 
 
 def test_batches_shrink_to_fit_a_small_set_but_never_multiply():
-  decoder = decode.Decoder(None, None, VOCAB, sharding.make_mesh(), max_len=32)
+  decoder = decode.Decoder(None, None, VOCAB, sharding.make_mesh(), max_len=32,
+                           batching=input_pipeline.Batching())
   factored = [line.split("=")[0] for line in generate.generate_lines(300, seed=0)]
   source_ids = VOCAB.encode_batch(factored, 32)
   full = decoder.batches(source_ids, 4096)
-  assert len(full) == sum(count > 0 for count in full.bucket_counts)  # one batch per bucket
-  assert sum(full.batch_sizes) < 2 * 300  # not 4096 * (32 / 12 + 32 / 16 + 32 / 20 + 1)
-  for count, size in zip(full.bucket_counts, full.batch_sizes):
+  layout = full.layout
+  assert len(full) == sum(count > 0 for count in layout.bucket_counts)  # one batch per bucket
+  assert sum(layout.batch_sizes) < 2 * 300  # not 4096 * (32 / 12 + 32 / 16 + 32 / 20 + 1)
+  for count, size in zip(layout.bucket_counts, layout.batch_sizes):
     assert size >= count
   for batch_size in (8, 64, 256):
-    expected = input_pipeline.num_eval_batches(source_ids, np.zeros_like(source_ids),
-                                               batch_size=batch_size, buckets=decoder.buckets)
+    expected = len(decoder.batching.eval_batches(source_ids, np.zeros_like(source_ids),
+                                                 batch_size=batch_size))
     assert len(decoder.batches(source_ids, batch_size)) == expected
 
 

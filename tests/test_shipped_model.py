@@ -12,6 +12,7 @@ import numpy as np
 from polyflax import config_files
 from polyflax import decode
 from polyflax import inference
+from polyflax import input_pipeline
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "checkpoints" / "cpu"
@@ -60,7 +61,8 @@ def test_the_shipped_model_expands_real_lines(real_dev_lines):
   config = config_files.load(REPO_ROOT / "configs" / "cpu.py")
   model = inference.restore_for_inference(config, str(SHIPPED))
   decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
-                           max_len=model.model_cfg.max_len)
+                           max_len=model.model_cfg.max_len,
+                           batching=input_pipeline.batching(config, model.mesh))
   pairs = [line.split("=") for line in real_dev_lines[:512]]
   predictions = decoder.decode_texts([factored for factored, _ in pairs], batch_size=256)
   exact = np.mean([p == expanded for p, (_, expanded) in zip(predictions, pairs)])
