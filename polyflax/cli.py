@@ -5,6 +5,9 @@
   predict   predict.predict_main
   export    export.export_run
 
+Every mode first turns on jax's persistent compilation cache
+(`compile_cache.enable`), so programs compiled by an earlier run load from disk.
+
 Exit status: 0 done; 1 the training loss was not finite (or predict met a bad
 expression); 2 a config, data file, checkpoint or workdir that cannot be used,
 or a file that cannot be read or written; 128 + the signal number when
@@ -24,10 +27,12 @@ import ml_collections
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | None = None) -> int:
   """Runs `mode`; returns the process exit status."""
   from polyflax import checkpoints, config_checks, data  # pylint: disable=g-import-not-at-top
-  from polyflax import distributed  # pylint: disable=g-import-not-at-top
+  from polyflax import compile_cache, distributed  # pylint: disable=g-import-not-at-top
   try:
     # Several hosts: join the distributed runtime before any other JAX call.
     distributed.initialize(config)
+    # Before anything compiles: every mode keeps its compiled programs on disk.
+    compile_cache.enable()
     if mode == "train":
       from polyflax import signals, train  # pylint: disable=g-import-not-at-top
       try:

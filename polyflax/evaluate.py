@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import tqdm
 
+from polyflax import compile_cache
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
@@ -108,6 +109,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            length_penalty=eval_cfg.length_penalty,
                            batching=input_pipeline.batching(config, model.mesh))
   source_ids = model.vocab.encode_batch([factored for factored, _ in pairs], max_len)
+  if is_main:
+    print(f"compiling the decoder (compilation cache: {compile_cache.location()})", flush=True)
   compile_seconds = decoder.warm_up(source_ids, batch_size=eval_cfg.batch_size)
   start = time.perf_counter()
   predictions = decoder.decode_ids(source_ids, batch_size=eval_cfg.batch_size, progress=True)
