@@ -3,22 +3,28 @@
 `train_and_evaluate` reads top-down: check the config and the workdir,
 build the data (`input_pipeline.training_data`) and the experiment
 (`experiment.build`: model, optimizer, compiled steps), resume from the
-latest checkpoint (`resume`), compile every batch shape, then step, logging
-each window (`run_log.LogWindow`), validating (`validation.Validator`) and
-checkpointing every `val_check_interval` of an epoch, until the last step
-or a stop signal (`signals.GracefulStop`). `fast_dev_run` is its own short
-path. The steps themselves are in `steps.py`.
+latest checkpoint (`resume`), compile every batch shape (saying so first;
+the compiled programs are kept on disk, see `compile_cache`), then step
+with at most two steps in flight (`progress.InFlight`), logging each window
+(`run_log.LogWindow`), validating (`validation.Validator`) and checkpointing
+every `val_check_interval` of an epoch, until the last step or a stop
+signal (`signals.GracefulStop`, answered at once, stopping within two
+steps). On a CPU a long run says early how long it will take
+(`progress.TimeEstimate`). `fast_dev_run` is its own short path. The steps
+themselves are in `steps.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 import jax
 import ml_collections
 
 from polyflax import checkpoints
+from polyflax import compile_cache
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import distributed
@@ -26,6 +32,7 @@ from polyflax import experiment as experiment_lib
 from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
 from polyflax import model_setup
+from polyflax import progress as progress_lib
 from polyflax import run_log
 from polyflax import run_record
 from polyflax import sharding
@@ -213,6 +220,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # --- Compile every step shape first, timed apart. -------------------------------------
   step = int(jax.device_get(state.step))
+  if is_main:
+    print(f"compiling the steps for {len(data.train.shapes)} training and "
+          f"{len(data.val.layout.shapes)} validation batch shapes (compilation cache: "
+          f"{compile_cache.location()})", flush=True)
   compile_start = time.perf_counter()
   num_train_shapes = experiment_lib.compile_train_step(experiment, state, data.train.shapes)
   num_val_shapes = validator.compile(state.params)
@@ -223,29 +234,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f"in {compile_seconds:.1f} s", flush=True)
 
   # --- Steps. --------------------------------------------------------------------------
+  # The bar counts finished steps (progress.InFlight), so its rate and ETA are the steps'.
   progress = tqdm(total=total_steps, initial=step, desc="train", unit="step",
                   disable=not is_main, dynamic_ncols=True)
+
+  def say(line: str) -> None:
+    """One line on stdout from process 0, printed above the bar at once."""
+    if is_main:  # tqdm.write prints even when the bar is disabled
+      progress.write(line)
+      sys.stdout.flush()
+
   window = run_log.LogWindow(track_finite=not config.skip_nonfinite_steps)
+  in_flight = progress_lib.InFlight(progress, first_step=step)
+  estimate = progress_lib.TimeEstimate(total_steps, backend=jax.default_backend())
   val_metrics = {}
   batches = iter(data.train)
-  first_step_of_run = True
-  with signals.GracefulStop() as stop:
+  first_step = step
+  with signals.GracefulStop(announce=say) as stop:
+    stop.boundary = step + 1
     try:
       while step < total_steps:
+        # `step` steps are handed over. From here a signal stops the run after
+        # the next one, which is handed over before the next check.
+        stop.boundary = step + 1
+        stop.announce_pending()
+        if step > first_step and (stop.should_stop(step) or
+                                  (stop_at_step is not None and step >= stop_at_step)):
+          raise_if_nonfinite(window, step, store)
+          save_checkpoint(store, step, state, fingerprint=experiment.fingerprint,
+                          train_stream=data.train, skipped_steps=skipped_steps)
+          store.wait()
+          in_flight.wait()
+          reason = stop.reason or f"stop_at_step={stop_at_step}"
+          say(f"{reason}: saved a checkpoint at step {step} in {store.directory}; "
+              "run the same command again to resume from it")
+          if stop.reason is not None:
+            raise signals.TrainingInterrupted(reason, stop.exit_code)
+          break
+        in_flight.make_room()  # for step N: step N-2 is done
+        if step > first_step + 1:
+          note = estimate.observe(in_flight.finished)
+          if note:
+            say(note)
         local_batch = next(batches)
         state, sums = experiment.train_step(state, steps.step_batch(local_batch, mesh))
         step += 1
+        in_flight.add(sums)
         window.add(sums, int(local_batch["example_mask"].sum()) * jax.process_count())
-        progress.update(1)
-        if first_step_of_run:
-          # Throughput leaves out the first step, which waits for compilation.
-          jax.block_until_ready(sums)
-          first_step_of_run = False
+        if step == first_step + 1:
+          # The clocks start after the first step, which waited for compilation.
+          in_flight.wait()
+          estimate.observe(in_flight.finished)
           window.restart_clock()
         at_validation = step % val_every == 0 or step == total_steps
         if step % config.log_every_steps == 0 or at_validation:
           raise_if_nonfinite(window, step, store)
           train_metrics = window.metrics()
+          in_flight.wait()  # done already: the window's metrics waited for its steps
           skipped_steps += train_metrics.pop("steps_skipped_in_window")
           train_metrics["learning_rate"] = float(experiment.schedule(step - 1))
           train_metrics["skipped_steps"] = skipped_steps
@@ -257,9 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if at_validation:
           val_metrics = validator(state.params)
           run_log.write_scalars(writer, step, "val", val_metrics)
-          if is_main:  # tqdm.write prints even when the bar is disabled
-            progress.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
-                f"val {name} {value:.4f}" for name, value in val_metrics.items()))
+          say(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
+              f"val {name} {value:.4f}" for name, value in val_metrics.items()))
           save_checkpoint(store, step, state, fingerprint=experiment.fingerprint,
                           train_stream=data.train, skipped_steps=skipped_steps,
                           validation_metrics=val_metrics)
@@ -267,19 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if jax.process_count() > 1 and step % config.log_every_steps == 0:
           # A signal reaches each process on its own: stop together, at the
           # first log step where any process has one.
-          stop.agree()
-        if stop.requested or (stop_at_step is not None and step >= stop_at_step):
-          raise_if_nonfinite(window, step, store)
-          save_checkpoint(store, step, state, fingerprint=experiment.fingerprint,
-                          train_stream=data.train, skipped_steps=skipped_steps)
-          store.wait()
-          reason = stop.reason or f"stop_at_step={stop_at_step}"
-          if is_main:
-            progress.write(f"{reason}: saved a checkpoint at step {step} in {store.directory}; "
-                           "run the same command again to resume from it")
-          if stop.requested:
-            raise signals.TrainingInterrupted(reason, stop.exit_code)
-          break
+          stop.agree(step)
     finally:
       progress.close()
       store.close()

@@ -40,7 +40,8 @@ def imported_modules(path):
 
 
 # The modules only training imports.
-TRAINING_MODULES = {"train", "experiment", "steps", "validation", "signals", "run_log"}
+TRAINING_MODULES = {"train", "experiment", "steps", "validation", "signals", "run_log",
+                    "progress"}
 
 
 @pytest.mark.parametrize("path", ["polyflax/evaluate.py", "polyflax/predict.py",

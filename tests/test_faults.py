@@ -243,6 +243,39 @@ def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, d
   assert_same_state(workdir, reference)
 
 
+def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_steps(
+    tmp_path, data_dir):
+  held = 8  # step 8 runs until the test lets it go, after sending SIGINT
+  gate = tmp_path / "gate"
+  gate.mkdir()
+  workdir = tmp_path / "run"
+  command = main_command(workdir, data_dir, "--config.log_every_steps=100",
+                         "--config.val_check_interval=1.0")
+  command[1:2] = [os.path.join(REPO, "tests", "held_step_main.py"), str(held), str(gate)]
+  run = Run(command, tmp_path / "logs")
+  # No log or validation before the epoch's end (step 23): nothing but the
+  # bound on steps in flight keeps the loop from running ahead of step 8.
+  run.wait_until(lambda: (gate / "started").exists(), f"step {held} in flight")
+  run.process.send_signal(signal.SIGINT)
+  (gate / "go").touch()
+  assert run.finish() == 130, run.stderr()[-3000:]
+  lines = run.stdout().splitlines()
+  said = [index for index, line in enumerate(lines) if line.startswith("received SIGINT")]
+  assert len(said) == 2, lines
+  promise, done = lines[said[0]], lines[said[1]]
+  # One line at once, saying the step it stops after, then the save.
+  promised = re.fullmatch(r"received SIGINT: stopping after step (\d+), then saving a checkpoint",
+                          promise)
+  assert promised, promise
+  step = int(promised.group(1))
+  assert held <= step <= held + 2
+  assert done.startswith(f"received SIGINT: saved a checkpoint at step {step} in "), done
+  assert complete_steps(workdir) == [step]
+  state, extra = saved(workdir, step)
+  assert int(state["step"]) == step
+  assert extra["iterator"] == {"seed": 0, "epoch": 0, "position": step}
+
+
 # --- 3. Non-finite losses ---------------------------------------------------------
 
 

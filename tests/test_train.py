@@ -10,7 +10,7 @@ import pytest
 from checkpoint_files import read_arrays
 from polyflax.events import read_scalars
 
-from polyflax import checkpoints, cli, config_files, train
+from polyflax import checkpoints, cli, config_files, progress, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,3 +117,52 @@ def test_config_over_the_parameter_cap_is_refused(tmp_path, data_dir, capsys):
   config = tiny_config(data_dir, max_params=1000)
   assert cli.run("train", config, str(tmp_path / "big")) == 2
   assert "over the cap" in capsys.readouterr().err
+
+
+def test_time_estimate_says_once_how_long_the_rest_of_a_cpu_run_takes():
+  now = [0.0]
+  clock = lambda: now[0]
+  estimate = progress.TimeEstimate(5000, backend="cpu", clock=clock)
+  assert estimate.observe(1) is None  # the first step (it waited for compilation) starts the clock
+  said = []
+  for step in range(2, 30):
+    now[0] += 2.0
+    said.append(estimate.observe(step))
+  lines = [line for line in said if line]
+  assert len(lines) == 1 and said.index(lines[0]) == 9  # after 10 timed steps, then never again
+  assert lines[0].startswith("note: no GPU or TPU: the remaining 4,989 steps take about 2.8 h "
+                             "at the speed of the first 10 (2.00 s a step")
+  assert "configs/cpu.py" in lines[0]
+  for backend, total_steps in (("gpu", 5000), ("cpu", 1000)):  # an accelerator; under an hour
+    quiet = progress.TimeEstimate(total_steps, backend=backend, clock=clock)
+    assert not any(quiet.observe(step) for step in range(1, 30))
+
+
+def test_a_step_is_handed_over_only_once_the_step_two_before_it_is_done():
+  events = []
+
+  class Step:  # the metric sums of a step, recording when they are waited for
+    def __init__(self, number):
+      self.number = number
+
+    def block_until_ready(self):
+      events.append(("done", self.number))
+      return self
+
+  class Bar:
+    n = 0
+
+    def update(self, count):
+      self.n += count
+
+  bar = Bar()
+  in_flight = progress.InFlight(bar, first_step=10)
+  for number in range(11, 16):
+    in_flight.make_room()
+    events.append(("hand over", number))
+    in_flight.add(Step(number))
+    assert in_flight.finished == 10 + bar.n == max(10, number - 2)
+  assert events == [("hand over", 11), ("hand over", 12), ("done", 11), ("hand over", 13),
+                    ("done", 12), ("hand over", 14), ("done", 13), ("hand over", 15)]
+  in_flight.wait()
+  assert in_flight.finished == 15 and bar.n == 5
