@@ -254,8 +254,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     stop.boundary = step + 1
     try:
       while step < total_steps:
-        # `step` steps are handed over. From here a signal stops the run after
-        # the next one, which is handed over before the next check.
+        # `step` steps are handed over. A signal that came before this line
+        # promised to stop after step `step`; one from here on, after the next.
         stop.boundary = step + 1
         stop.announce_pending()
         if step > first_step and (stop.should_stop(step) or
