@@ -7,6 +7,8 @@ Each checkpoint step holds two items:
     (`CheckpointStore.restore_params`, an Orbax partial restore);
   * `extra`: JSON (data-iterator position, model fingerprint, validation
     figures, the command and versions that trained it).
+Orbax adds a third, `metrics`: the step's validation loss (none for a save
+without validation), which ranks the steps for `best_step` and retention.
 
 An exported model holds its parameters alone, written by `save_params` and
 read by `restore_params`.
