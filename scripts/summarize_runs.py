@@ -20,8 +20,6 @@ import json
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
 from polyflax import events  # pylint: disable=wrong-import-position
 
 RUNS = ("red", "orange", "best")
