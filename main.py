@@ -31,6 +31,7 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_
 flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, evaluation.")
 flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to do.")
 flags.DEFINE_string("expr", None, "predict: one factored expression (default: read stdin).")
+flags.DEFINE_bool("tsv", False, "predict: write input<TAB>output lines (no header).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -65,7 +66,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   try:
     from polyflax import cli  # pylint: disable=g-import-not-at-top
-    return cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, expr=FLAGS.expr)
+    return cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, expr=FLAGS.expr, tsv=FLAGS.tsv)
   except KeyboardInterrupt:  # Ctrl-C before training took over SIGINT: nothing to save
     print("interrupted", file=sys.stderr)
     return 128 + signal.SIGINT

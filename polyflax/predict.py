@@ -2,13 +2,14 @@
 
 `check_expression` decides which inputs the model is asked about (products
 of two linear factors in the data's range) and spells them as the data does;
-`predict_main` reads the inputs, prints one expansion (standard output) or
-one `error: ...` line (standard error) for each, and restores the model only
-once an input has passed the checks.
+`predict_main` reads the inputs, prints one line for each (the expansion, or
+`error: ...` in its place), and restores the model only once an input has
+passed the checks.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 
@@ -29,6 +30,9 @@ from polyflax import workdir as workdir_lib
 MAX_INPUT_CHARS = data_lib.MAX_SIDE_LENGTH
 # Input longer than this (spaces included) is refused before any other work.
 MAX_RAW_INPUT_CHARS = 4 * MAX_INPUT_CHARS
+# Lines of standard input decoded together (one compiled batch shape; the
+# last, shorter batch compiles one more).
+LINES_PER_BATCH = 256
 # Longest message of an InputError.
 MAX_MESSAGE_CHARS = 200
 # Longest input quoted in a message.
@@ -195,40 +199,86 @@ def _restore_quietly(config: ml_collections.ConfigDict,
     logging.set_verbosity(verbosity)
 
 
-def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | None) -> int:
+class _Expander:
+  """Expands checked expressions in batches; restores the model at its first use."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.decoder: decode.Decoder | None = None
+
+  def __call__(self, factored: list[str]) -> list[str]:
+    if not factored:
+      return []
+    if self.decoder is None:
+      model = _restore_quietly(self.config, self.workdir)
+      # One bucket: every batch of a size compiles once, whatever its lengths.
+      self.decoder = decode.Decoder(
+          model.graphdef, model.params, model.vocab, model.mesh,
+          max_len=model.model_cfg.max_len, beam_size=self.config.eval.beam_size,
+          length_penalty=self.config.eval.length_penalty,
+          batching=input_pipeline.batching(self.config, model.mesh,
+                                           buckets=(model.model_cfg.max_len,)))
+    return self.decoder.decode_texts(factored, batch_size=LINES_PER_BATCH)
+
+
+def _tsv_row(text: str, answer: str) -> str:
+  """`text<TAB>answer`, with tabs and other control characters of `text` escaped."""
+  return f"{_printable(text)}\t{answer}"
+
+
+def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | None, *,
+                 tsv: bool = False) -> int:
   """Prints the expansion of `expr`, or of each line of standard input.
 
-  Each expansion goes to standard output as one line; an input that is not a
-  product of two linear factors gets one line `error: ...` on standard error
-  instead (blank lines of standard input are skipped). Inputs are checked
-  before the model is restored, so a refused `expr` costs no model loading.
-  Returns 0, or 1 if any input was refused.
+  `expr`: its expansion on standard output, or one line `error: ...` on
+  standard error. Standard input: one line of standard output per line of
+  input, in order: the expansion, or `error: ...` in its place (and
+  `error: line N: ...` on standard error), or an empty line for an empty
+  one. `tsv` writes `input<TAB>output` instead (no header; for `expr` too,
+  the error included). Inputs are checked before the model is restored, so
+  refused inputs cost no model loading; lines of a file or pipe are decoded
+  `LINES_PER_BATCH` at a time, lines typed at a terminal one by one.
+
+  Returns:
+    0 if every input was expanded, 1 if any was refused (the others are
+    still answered).
   """
   _lenient_stdio()
   config_checks.check_config(config)
   max_len = workdir_lib.run_config(config, workdir).max_len
   vocab = vocab_lib.Vocab.default()
-  decoder = None
-  lines = [expr] if expr is not None else (line.rstrip("\r\n") for line in sys.stdin)
-  status = 0
-  for line in lines:
-    if expr is None and not line.strip():
-      continue
+  expand = _Expander(config, workdir)
+  if expr is not None:
     try:
-      factored = check_expression(line, vocab, max_len=max_len)
+      (answer,) = expand([check_expression(expr, vocab, max_len=max_len)])
     except InputError as error:
+      if tsv:
+        print(_tsv_row(expr, f"error: {error}"), flush=True)
       print(f"error: {error}", file=sys.stderr, flush=True)
-      status = 1
-      continue
-    if decoder is None:
-      model = _restore_quietly(config, workdir)
-      # One bucket: a single compiled shape serves every expression.
-      decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
-                               max_len=model.model_cfg.max_len,
-                               beam_size=config.eval.beam_size,
-                               length_penalty=config.eval.length_penalty,
-                               batching=input_pipeline.batching(
-                                   config, model.mesh, buckets=(model.model_cfg.max_len,)))
-    (prediction,) = decoder.decode_texts([factored], batch_size=1)
-    print(prediction, flush=True)
+      return 1
+    print(_tsv_row(expr, answer) if tsv else answer, flush=True)
+    return 0
+  lines = (line.rstrip("\r\n") for line in sys.stdin)
+  batch_lines = 1 if sys.stdin.isatty() else LINES_PER_BATCH
+  status, number = 0, 0
+  while block := list(itertools.islice(lines, batch_lines)):
+    answers: list[str | None] = []
+    factored = []
+    for line in block:
+      number += 1
+      if not line.strip():
+        answers.append("")
+        continue
+      try:
+        factored.append(check_expression(line, vocab, max_len=max_len))
+        answers.append(None)  # filled in below, in order
+      except InputError as error:
+        answers.append(f"error: {error}")
+        print(f"error: line {number}: {error}", file=sys.stderr, flush=True)
+        status = 1
+    expansions = iter(expand(factored))
+    for line, answer in zip(block, answers):
+      answer = next(expansions) if answer is None else answer
+      print(_tsv_row(line, answer) if tsv else answer)
+    sys.stdout.flush()
   return status
