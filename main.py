@@ -3,7 +3,7 @@ r"""Trains, evaluates or queries a polyflax model.
   python main.py --config configs/default.py --workdir runs/red
   python main.py --config configs/default.py --workdir runs/red --mode=evaluate
   python main.py --config configs/cpu.py --workdir checkpoints/cpu --mode=predict --expr "(k-15)*(2*k+29)"
-  python main.py --config configs/cpu.py --workdir checkpoints/cpu --mode=predict --tsv < inputs.txt
+  python main.py --config configs/cpu.py --workdir checkpoints/cpu --mode=predict --tsv < exprs.txt
   python main.py --config configs/default.py --workdir runs/red --mode=export \
       --config.export.dir=checkpoints/red
 
