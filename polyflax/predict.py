@@ -37,9 +37,10 @@ LINES_PER_BATCH = 256
 MAX_MESSAGE_CHARS = 200
 # Longest input quoted in a message.
 MAX_SHOWN_CHARS = 40
-# Every refusal of what the parser cannot read ends with this.
-EXAMPLE = "e.g. (k-15)*(2*k+29)"
+# A refusal of what the parser cannot read ends with what was expected (or
+# with an example, when the reason already says it).
 EXPECTED = "expected a product of two linear factors such as (k-15)*(2*k+29)"
+EXAMPLE = "e.g. (k-15)*(2*k+29)"
 # Upper case is read as lower case for the data's variables (and sin, cos,
 # tan, whose letters are among them); other letters stay as typed.
 _UPPER_CASE_VARIABLES = frozenset("".join(algebra.VARIABLES).upper())
@@ -250,12 +251,13 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
   expand = _Expander(config, workdir)
   if expr is not None:
     try:
-      (answer,) = expand([check_expression(expr, vocab, max_len=max_len)])
+      factored = check_expression(expr, vocab, max_len=max_len)
     except InputError as error:
       if tsv:
         print(_tsv_row(expr, f"error: {error}"), flush=True)
       print(f"error: {error}", file=sys.stderr, flush=True)
       return 1
+    (answer,) = expand([factored])
     print(_tsv_row(expr, answer) if tsv else answer, flush=True)
     return 0
   lines = (line.rstrip("\r\n") for line in sys.stdin)
