@@ -2,7 +2,7 @@
 
   train     train.train_and_evaluate (the only mode that imports training code)
   evaluate  evaluate.evaluate_workdir
-  predict   evaluate.predict_main
+  predict   predict.predict_main
   export    export.export_run
 
 Exit status: 0 done; 1 the training loss was not finite (or predict met a bad
@@ -29,10 +29,10 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | 
     # Several hosts: join the distributed runtime before any other JAX call.
     distributed.initialize(config)
     if mode == "train":
-      from polyflax import train  # pylint: disable=g-import-not-at-top
+      from polyflax import signals, train  # pylint: disable=g-import-not-at-top
       try:
         train.train_and_evaluate(config, workdir)
-      except train.TrainingInterrupted as interrupted:
+      except signals.TrainingInterrupted as interrupted:
         return interrupted.exit_code
       except train.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -43,8 +43,8 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | 
       evaluate.evaluate_workdir(config, workdir)
       return 0
     if mode == "predict":
-      from polyflax import evaluate  # pylint: disable=g-import-not-at-top
-      return evaluate.predict_main(config, workdir, expr)
+      from polyflax import predict  # pylint: disable=g-import-not-at-top
+      return predict.predict_main(config, workdir, expr)
     if mode == "export":
       from polyflax import export  # pylint: disable=g-import-not-at-top
       export_dir = config.export.dir or os.path.join(workdir, "export")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from polyflax import config_checks, config_files, experiment, models
+from polyflax import config_checks, config_files, model_setup, models
 from polyflax import vocab as vocab_lib
 
 CONFIG_DIR = config_files.REPO / "configs"
@@ -13,8 +13,8 @@ CONFIGS = sorted(path.name for path in CONFIG_DIR.glob("*.py") if path.name != "
 def test_config_loads_checks_and_fits_the_parameter_cap(name):
   config = config_files.load(CONFIG_DIR / name)
   config_checks.check_config(config)
-  model_cfg = experiment.model_config(config, vocab_lib.Vocab.default().size)
-  _, params = experiment.abstract_model(model_cfg)
+  model_cfg = model_setup.model_config(config, vocab_lib.Vocab.default().size)
+  _, params = model_setup.abstract_model(model_cfg)
   count = models.count_params(params)
   assert count <= config.max_params == 5_000_000
   config_checks.check_param_count(count, config)

@@ -111,12 +111,12 @@ def test_a_stage_whose_run_failed_is_skipped_with_the_reason(tmp_path):
 
 
 def test_eval_table_puts_evaluations_side_by_side(tmp_path):
-  from polyflax import evaluate  # pylint: disable=import-outside-toplevel
+  from polyflax import scoring  # pylint: disable=import-outside-toplevel
   pairs = [("(k-15)*(2*k+29)", "2*k**2-k-435"), ("(17-2*i)*(i+8)", "-2*i**2+i+136"),
            ("2*y*(7*y-11)", "14*y**2-22*y")]
-  first = evaluate.score(pairs, ["2*k**2-k-435", "-2*i**2+3*i+136", "14*y**2-22*y"],
-                         seen_lines={"2*y*(7*y-11)=14*y**2-22*y"})
-  second = evaluate.score(pairs[:1], ["2*k**2-k-435"])
+  first = scoring.score(pairs, ["2*k**2-k-435", "-2*i**2+3*i+136", "14*y**2-22*y"],
+                        seen_lines={"2*y*(7*y-11)=14*y**2-22*y"})
+  second = scoring.score(pairs[:1], ["2*k**2-k-435"])
   (tmp_path / "a.json").write_text(json.dumps(first))
   (tmp_path / "b.json").write_text(json.dumps(second))
   result = subprocess.run([sys.executable, "scripts/eval_table.py", f"real={tmp_path / 'a.json'}",
