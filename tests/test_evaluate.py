@@ -184,14 +184,21 @@ def test_predict_mode_refuses_a_malformed_expression_in_one_line(tiny_run):
   assert line.startswith("error: unknown token '\\x1b'"), line
 
 
-def test_predict_mode_reads_standard_input_line_by_line(tiny_run):
+def test_predict_mode_answers_each_line_of_standard_input_in_its_place(tiny_run):
   stdin = (b"(k-15)*(2*k+29)\n\n\xff\xfe\nk**3\n" + b"(" * 100_000 + b"\n"
            + b" sin(k) * ( 3 - sin(k) )\r\n")
   result = run_main(tiny_run, "--mode=predict", stdin=stdin)
   stderr = result.stderr.decode()
   assert result.returncode == 1
   assert "Traceback" not in stderr
-  assert len(result.stdout.decode().splitlines()) == 2
+  answers = result.stdout.decode().split("\n")
+  assert answers[-1] == "" and len(answers) == 7, answers  # one line per input line
+  assert answers[1] == ""  # an empty line for an empty one
+  assert [answer.startswith("error: ") for answer in answers[:6]] == [
+      False, False, True, True, True, False]
+  assert answers[0] and answers[5]
+  assert "exponent 3" in answers[3] and "too long" in answers[4]
   errors = stderr.splitlines()
-  assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), errors
-  assert "exponent 3" in errors[1] and "too long" in errors[2]
+  assert [error.split(":")[:2] for error in errors] == [
+      ["error", " line 3"], ["error", " line 4"], ["error", " line 5"]], errors
+  assert errors[1] == "error: line 4: " + answers[3][len("error: "):]

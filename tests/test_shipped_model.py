@@ -68,3 +68,20 @@ def test_the_shipped_model_expands_real_lines(real_dev_lines):
   exact = np.mean([p == expanded for p, (_, expanded) in zip(predictions, pairs)])
   # docs/results.md reports 0.9991 on all of real_dev; the 0.90 floor leaves room for noise.
   assert exact >= 0.9, exact
+
+
+def test_predict_refuses_what_is_outside_the_data_and_keeps_lines_in_place():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  inputs = ["(k-15)*(2*k+29)", "(x+100)*(x+1)", "(x+40)*(x-1)", "(10*x+1)*(x+2)", "(X+3)*(X-2)"]
+  command = [sys.executable, "main.py", "--config", "configs/cpu.py", "--workdir",
+             "checkpoints/cpu", "--mode=predict", "--tsv"]
+  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          input="\n".join(inputs) + "\n", timeout=300, check=False)
+  assert result.returncode == 1, result.stderr
+  rows = [line.split("\t") for line in result.stdout.splitlines()]
+  assert [row[0] for row in rows] == inputs
+  assert rows[0][1] == "2*k**2-k-435" and rows[4][1] == "x**2+x-6"
+  for (_, answer), number in zip(rows[1:4], ("constant 100", "constant 40", "coefficient 10")):
+    assert answer.startswith(f"error: the {number} ") and "outside the data's range" in answer
+  assert [line.split(":")[1] for line in result.stderr.splitlines()] == [
+      " line 2", " line 3", " line 4"]
