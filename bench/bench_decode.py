@@ -30,7 +30,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
@@ -38,9 +37,10 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from polyflax import config_files  # pylint: disable=g-import-not-at-top
 from polyflax import data as data_lib  # pylint: disable=g-import-not-at-top
 from polyflax import decode  # pylint: disable=g-import-not-at-top
-from polyflax import experiment  # pylint: disable=g-import-not-at-top
+from polyflax import input_pipeline  # pylint: disable=g-import-not-at-top
 from polyflax import generate  # pylint: disable=g-import-not-at-top
 from polyflax import inference  # pylint: disable=g-import-not-at-top
+from polyflax import model_setup  # pylint: disable=g-import-not-at-top
 from polyflax import sharding  # pylint: disable=g-import-not-at-top
 from polyflax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
 
@@ -55,8 +55,8 @@ def model_and_params(config, workdir: str | None):
             model.source)
   mesh = sharding.make_mesh()
   vocab = vocab_lib.Vocab.default()
-  graphdef, params = experiment.create_model(experiment.model_config(config, vocab.size),
-                                             config.seed)
+  graphdef, params = model_setup.create_model(model_setup.model_config(config, vocab.size),
+                                              config.seed)
   return (graphdef, sharding.put_replicated(params, mesh), vocab, mesh, config.max_len,
           f"random (seed {config.seed})")
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
   results, outputs = {}, {}
   for method in methods:
     decoder = decode.Decoder(graphdef, params, vocab, mesh, max_len=max_len,
-                             buckets=tuple(config.length_buckets),
+                             batching=input_pipeline.batching(config, mesh),
                              decode_fn=decode_fn(method, max_len, args.beam_size,
                                                  args.length_penalty))
     compile_seconds = decoder.warm_up(source_ids, batch_size=args.batch_size)

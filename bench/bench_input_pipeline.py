@@ -16,13 +16,9 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
   os.environ.setdefault(_variable, "1")
 
 import argparse
-import pathlib
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from polyflax import input_pipeline  # pylint: disable=g-import-not-at-top
 from polyflax.vocab import Vocab  # pylint: disable=g-import-not-at-top
@@ -130,9 +126,11 @@ def main() -> None:
         f"({len(lines) / encode_s:,.0f} lines/s)")
 
   start = time.perf_counter()
-  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=args.batch_size, seed=args.seed)
-  print(f"TrainIterator setup: {time.perf_counter() - start:.2f}s; buckets {iterator.buckets}, "
-        f"examples per bucket {iterator.bucket_counts}, batch sizes {iterator.batch_sizes}, "
+  batching = input_pipeline.Batching()  # the default buckets, one device, one process
+  iterator = batching.train_iterator(src, tgt, batch_size=args.batch_size, seed=args.seed)
+  layout = iterator.layout
+  print(f"TrainIterator setup: {time.perf_counter() - start:.2f}s; buckets {layout.buckets}, "
+        f"examples per bucket {layout.bucket_counts}, batch sizes {layout.batch_sizes}, "
         f"{iterator.steps_per_epoch} steps per epoch")
 
   real_tokens = int(np.count_nonzero(src) + np.count_nonzero(tgt))
@@ -151,7 +149,7 @@ def main() -> None:
         f"{real_tokens / (2 * 32 * len(lines)):.3f} with one shape of 32")
 
   start = time.perf_counter()
-  batches = input_pipeline.eval_batches(src, tgt, batch_size=args.batch_size)
+  batches = batching.eval_batches(src, tgt, batch_size=args.batch_size)
   examples = sum(int(batch["example_mask"].sum()) for batch in batches)
   seconds = time.perf_counter() - start
   print(f"eval pass (setup included): {len(batches)} batches, {examples:,} examples in "

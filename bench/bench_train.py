@@ -3,26 +3,26 @@
   python bench/bench_train.py --config configs/default.py [--steps 50] [--examples 200000] \
       [--config.FIELD=VALUE ...]
 
-Data are freshly generated lines (same distribution as the dataset), batched
-by the real input pipeline (with the config's buckets and constant_per_batch).
-Every bucket shape is compiled first, as training does (timed apart); then
-`--steps` steps are timed end to end, host input work included. Runs on
-whatever devices jax sees. `--json` writes the figures; `--profile DIR`
-traces a few more steps with jax's profiler.
+Data are what the config trains on, batched by the input pipeline with the
+config's batching: for `train_data="split"`, `--examples` generated lines
+standing in for the train split (same distribution), shuffled into batches;
+for `train_data="generated"`, the generated stream itself, `--examples`
+fresh lines an epoch, each next epoch made in a worker process as in
+training. The output says which. Every batch shape is compiled first, as
+training does (timed apart); then `--steps` steps are timed end to end, host
+input work included. Runs on whatever devices jax sees. `--json` writes the
+figures; `--profile DIR` traces a few more steps with jax's profiler.
 """
 
 import argparse
 import json
-import os
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from polyflax import config_files, generate, input_pipeline, sharding, train  # pylint: disable=wrong-import-position
+from polyflax import config_files, generate, input_pipeline, sharding, steps  # pylint: disable=wrong-import-position
+from polyflax import experiment as experiment_lib  # pylint: disable=wrong-import-position
 from polyflax import vocab as vocab_lib  # pylint: disable=wrong-import-position
 
 
@@ -39,21 +39,26 @@ def main():
   config = config_files.load(args.config, overrides)  # --config.FIELD=VALUE, as for main.py
 
   vocab = vocab_lib.Vocab.default()
-  lines = generate.generate_lines(args.examples, seed=1)
-  pairs = [line.split("=") for line in lines]
-  src = vocab.encode_batch([p[0] for p in pairs], config.max_len)
-  tgt = vocab.encode_batch([p[1] for p in pairs], config.max_len)
   mesh = sharding.make_mesh()
-  iterator = input_pipeline.TrainIterator(
-      src, tgt, batch_size=config.batch_size, seed=0,
-      batch_multiple=sharding.global_batch_multiple(mesh), buckets=tuple(config.length_buckets),
-      constant=config.constant_per_batch)
-  experiment = train.build(config, total_steps=10_000, mesh=mesh)
-  state = experiment.state
+  batching = input_pipeline.batching(config, mesh)
+  if config.train_data == "generated":
+    iterator = batching.generated_iterator(
+        input_pipeline.generated_examples(vocab, config.max_len, config.data_seed, args.examples),
+        examples_per_epoch=args.examples, batch_size=config.batch_size, seed=config.seed)
+    data_kind = (f"the generated stream ({args.examples:,} fresh lines an epoch, "
+                 "the next epoch made in a worker process)")
+  else:
+    lines = generate.generate_lines(args.examples, seed=1)
+    pairs = [line.split("=") for line in lines]
+    src = vocab.encode_batch([p[0] for p in pairs], config.max_len)
+    tgt = vocab.encode_batch([p[1] for p in pairs], config.max_len)
+    iterator = batching.train_iterator(src, tgt, batch_size=config.batch_size, seed=config.seed)
+    data_kind = f"a fixed split of {args.examples:,} generated lines"
+  experiment, state = experiment_lib.build(config, total_steps=10_000, mesh=mesh)
 
   # Compile every bucket shape as training does, timed apart.
   compile_start = time.perf_counter()
-  num_shapes = train.compile_train_step(experiment, iterator.batch_shapes().values())
+  num_shapes = experiment_lib.compile_train_step(experiment, state, iterator.shapes)
   compile_seconds = time.perf_counter() - compile_start
 
   batches = iter(iterator)
@@ -61,7 +66,7 @@ def main():
   start = time.perf_counter()
   for _ in range(args.steps):
     batch = next(batches)
-    state, sums = experiment.train_step(state, train.step_batch(batch, mesh))
+    state, sums = experiment.train_step(state, steps.step_batch(batch, mesh))
     examples += int(batch["example_mask"].sum())
     real_tokens += int((batch["inputs"] != 0).sum() + (batch["targets"] != 0).sum())
     padded_tokens += batch["inputs"].size + batch["targets"].size
@@ -73,15 +78,16 @@ def main():
     with jax.profiler.trace(args.profile):
       for _ in range(args.profile_steps):
         batch = next(batches)
-        state, sums = experiment.train_step(state, train.step_batch(batch, mesh))
+        state, sums = experiment.train_step(state, steps.step_batch(batch, mesh))
       jax.block_until_ready(sums)
 
   split_examples = 760_000
   figures = {
       "config": args.config, "overrides": overrides, "parameters": experiment.num_params,
+      "train_data": config.train_data, "data": data_kind,
       "compute_dtype": np.dtype(experiment.model_cfg.dtype).name,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-      "batch_shapes": sorted(iterator.batch_shapes().values()),
+      "batch_shapes": sorted(iterator.shapes),
       "compile_seconds": compile_seconds, "steps": args.steps, "seconds": seconds,
       "steps_per_second": args.steps / seconds, "examples_per_second": examples / seconds,
       "examples_per_step": examples / args.steps,
@@ -89,8 +95,9 @@ def main():
       "padded_tokens_per_second": padded_tokens / seconds,
       "estimated_epoch_seconds": split_examples / (examples / seconds),
   }
-  print(f"config: {args.config} {' '.join(overrides)}; {experiment.num_params:,} parameters; "
-        f"compute dtype {figures['compute_dtype']}")
+  print(f"config: {args.config} {' '.join(overrides)}; {experiment.num_params:,} "
+        f"parameters; compute dtype {figures['compute_dtype']}")
+  print(f"data: {data_kind} (train_data={config.train_data!r})")
   print(f"devices: {figures['devices']}")
   print(f"compile: {compile_seconds:.1f} s for {num_shapes} batch shapes")
   print(f"timed: {args.steps} steps in {seconds:.2f} s ({figures['steps_per_second']:,.1f} steps/s, "
@@ -105,6 +112,7 @@ def main():
       json.dump(figures, f, indent=2)
   if args.profile:
     print(f"profile of {args.profile_steps} steps: {args.profile}")
+  iterator.close()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,10 @@
-"""Best: the most exact match within the task's 5M-parameter cap in about 7 minutes on one GPU.
+"""The accuracy recipe for one GPU: the most exact match under the 5M cap in a few minutes.
 
-Aim: at least 0.9995 exact match on real held-out lines (the best public
-result is 0.9984, after 3.6 h of training at batch 128), with at most 10
-minutes of training on one H100/H200. No GPU has run it yet: every choice
-below is reasoned from what is known of the task, and the figures that
-support it are cited where they exist. scripts/gpu_runs.sh sizes max_steps
-to the training speed it measures (BEST_SECONDS, 420 s by default).
+Aim: beat the best published model on real held-out lines with at most 10
+minutes of training on one H100/H200 (the figures: docs/results.md). Every
+choice below is reasoned from what is known of the task.
+scripts/gpu_runs.sh sizes max_steps to the time its lease leaves, at the
+training speed bench/bench_train.py measures for this config.
 """
 
 from configs import default
@@ -17,43 +16,35 @@ def get_config():
   # --- data ------------------------------------------------------------------
   # Fresh lines every epoch instead of the fixed 760,000-line split: the
   # model meets millions of distinct two-binomial rows (the rows published
-  # models fail on) instead of the same ones again. The generator writes
-  # about 330,000 lines/s and the next epoch is made in a worker process,
-  # ahead of the GPU. On the CPU at small scale (a 1M-parameter model, 4,000
-  # steps of 64, bench/compare_train_data.sh) it matched the split within
-  # sampling noise, without gaining: validation exact match 0.376 against
-  # 0.378 (38,000-line split, 1,000 examples scored) and 0.386 against 0.393
-  # (15,200-line split, 17 epochs, 800 scored); neither run overfitted. Its
-  # gain is expected where the split would be repeated most: 4M parameters
-  # over dozens of epochs, as here. Validation and test stay the fixed splits
-  # of inputs/.
+  # models fail on) instead of the same ones again; its gain is expected
+  # where the split would be repeated most, 4M parameters over dozens of
+  # epochs. The next epoch is made in a worker process, ahead of the GPU.
+  # Validation and test stay the fixed splits of inputs/.
   config.train_data = "generated"
 
   # --- model -----------------------------------------------------------------
   # The reference's shape (3+3 layers, hidden 256, 8 heads, feed-forward 512):
   # 3,961,600 parameters, under the 5M cap. Published failures are carries in
   # one coefficient, which more steps on more distinct rows address; a wider
-  # or deeper model would cost steps per second for capacity that no
-  # measurement here has yet shown to be missing.
+  # or deeper model would cost steps per second for capacity not shown to be
+  # missing.
   # Dropout off: with fresh examples every epoch there is nothing to memorise,
   # and dropout slows early learning.
   config.model.dropout_rate = 0.0
   config.model.attention_dropout_rate = 0.0
 
   # --- optimisation ----------------------------------------------------------
-  # Steps matter more than the batch on this task (on the CPU, 0.2 epoch at
-  # batch 128 gave 0.289 validation exact match against 0.011 at batch 512,
-  # for the same examples). On a GPU we expect a step of this small model to
-  # cost about the same at 256 or 512 examples (bound by launch and host
-  # overhead, not arithmetic: a step is ~10k tokens for 4M parameters), so
-  # the larger batch gives more examples per minute at the same number of
-  # steps. The bench stage of gpu_runs.sh measures it; not yet measured.
+  # Steps matter more than the batch on this task (docs/results.md), but on a
+  # GPU a step of this small model is expected to cost about the same at 256
+  # or 512 examples (bound by launch and host overhead, not arithmetic), so
+  # the larger batch gives more examples per minute at the same steps.
   config.batch_size = 512
   config.constant_per_batch = "examples"
   # The run ends at max_steps (the cosine schedule with it); gpu_runs.sh
   # replaces this default with the steps that fit its time budget.
   config.max_epochs = 1000
   config.max_steps = 60_000
+  # Red's peak learning rate; twice its warmup, for a run of more steps.
   config.learning_rate = 1e-3
   config.warmup_steps = 2000
   # Cosine to zero: the last steps at a small learning rate settle the
@@ -68,10 +59,11 @@ def get_config():
   # An "epoch" of the stream is 760,000 fresh lines, a few seconds on a GPU:
   # validate (and checkpoint) once per epoch, not five times.
   config.val_check_interval = 1.0
+  # Larger validation batches: a GPU has the memory, and fewer batches cost
+  # less time between training steps.
   config.eval_batch_size = 4096
 
   # --- evaluation ----------------------------------------------------------------
-  # gpu_runs.sh scores best greedily and with beam 4; beam search can only
-  # help where the greedy path's first wrong digit is not the most probable.
+  # Twice red's decoding batch, for the GPU's throughput.
   config.eval.batch_size = 8192
   return config

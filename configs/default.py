@@ -1,7 +1,8 @@
-"""Red: the reference's hyperparameters (batch 512, 10 epochs).
+"""The reference's recipe, called red in its TensorBoard: batch 512, 10 epochs.
 
 3+3-layer Transformer, hidden 256, 8 heads, feed-forward 512, dropout 0.1,
 validation every 0.2 epoch, gradient clipping at 1, bf16 compute on a GPU.
+Every other config starts from this one and says what it changes.
 """
 
 import ml_collections
@@ -34,6 +35,8 @@ def get_config():
   config.generated_examples_per_epoch = 0
 
   # --- model ---------------------------------------------------------------
+  # The reference's shape: 3+3 layers of width 256 with 8 heads and
+  # feed-forward 512, 3,961,600 parameters (under the task's 5M cap).
   config.model = ml_collections.ConfigDict()
   config.model.hidden_dim = 256
   config.model.num_heads = 8
@@ -41,6 +44,8 @@ def get_config():
   config.model.decoder_layers = 3
   config.model.encoder_ff_dim = 512
   config.model.decoder_ff_dim = 512
+  # Dropout 0.1 after each sublayer and on the attention weights, as the
+  # reference: the fixed split repeats every epoch and could be memorised.
   config.model.dropout_rate = 0.1
   config.model.attention_dropout_rate = 0.1
   # Layer norm before each sublayer (True) or after the residual (False).
@@ -53,6 +58,8 @@ def get_config():
   config.allow_over_max_params = False
 
   # --- optimisation --------------------------------------------------------
+  # Seed of the parameters' initialisation, dropout and the batch order
+  # (the data itself has data_seed).
   config.seed = 0
   # Examples per batch. constant_per_batch='examples': every batch holds
   # batch_size examples, as the reference's did (512 for red, so about 1,480
@@ -61,18 +68,29 @@ def get_config():
   # buckets hold more (fewer steps per epoch, more examples per step).
   config.batch_size = 512
   config.constant_per_batch = "examples"
+  # Epochs of the train split, as the reference trained.
   config.max_epochs = 10
   # Stop after this many steps (the schedule ends there); 0: max_epochs.
   config.max_steps = 0
+  # Peak learning rate, reached by a linear warmup over warmup_steps: Adam's
+  # first moment estimates are noisy, so its first updates are kept small.
   config.learning_rate = 1e-3
   config.warmup_steps = 1000
-  config.lr_schedule = "cosine"  # 'cosine' or 'rsqrt'
+  # Decay after the warmup: 'cosine' to lr_final_fraction of the peak at the
+  # last step, or 'rsqrt' (1/sqrt(step), open-ended, for runs of no set length).
+  config.lr_schedule = "cosine"
   config.lr_final_fraction = 0.0  # cosine only: final lr / peak lr
+  # AdamW's decoupled weight decay: a light regulariser of the weights.
   config.weight_decay = 0.01
+  # Adam's betas and epsilon of the original Transformer: b2=0.98 follows
+  # changing gradient scales sooner than the usual 0.999.
   config.adam_b1 = 0.9
   config.adam_b2 = 0.98
   config.adam_eps = 1e-9
+  # Global gradient norm clipped at this (the reference's); 0: no clipping.
   config.grad_clip_norm = 1.0
+  # Probability mass spread over the other tokens of each target; 0: none,
+  # since exact match rewards a confident argmax.
   config.label_smoothing = 0.0
   # A step whose loss is NaN/inf stops training (False) or is skipped and
   # counted in the logs as train/skipped_steps (True).
@@ -81,10 +99,15 @@ def get_config():
   # --- validation, logging, checkpoints ------------------------------------
   # Validate (and checkpoint) every this fraction of an epoch.
   config.val_check_interval = 0.2
-  # Examples of the validation split decoded greedily for exact match.
+  # Examples of the validation split decoded greedily for exact match (a
+  # fixed sample: the figure is comparable from one validation to the next).
   config.val_exact_match_examples = 2048
+  # Examples per validation batch, teacher-forced and decoded (no gradients,
+  # so larger than a training batch).
   config.eval_batch_size = 1024
+  # Training scalars (loss, learning rate, examples/s) every this many steps.
   config.log_every_steps = 50
+  # Latest checkpoints kept besides the best one (by validation loss).
   config.checkpoints_to_keep = 3
   # One training and one validation batch; nothing written (a smoke test).
   config.fast_dev_run = False
@@ -93,11 +116,15 @@ def get_config():
   config.eval = ml_collections.ConfigDict()
   # '': the test split of the run's data folder (data_dir of its config.json).
   config.eval.test_file = ""
-  config.eval.limit = 0  # 0: every line
-  config.eval.output_dir = ""  # '': WORKDIR/eval
+  config.eval.limit = 0  # first lines of the test file scored; 0: every line
+  config.eval.output_dir = ""  # '': WORKDIR/eval (runs/eval/NAME for an exported folder)
+  # Sequences decoded per batch (fewer when the test file is small); large,
+  # since a decoding step of one sequence is cheap.
   config.eval.batch_size = 4096
-  config.eval.beam_size = 1  # 1: greedy
+  config.eval.beam_size = 1  # 1: greedy decoding; more: beam search of that width
+  # Beam search only: alpha of the length penalty ((5 + length) / 6) ** alpha.
   config.eval.length_penalty = 0.6
+  # Test rows printed with their prediction before the score, as the reference did.
   config.eval.examples_to_print = 5
 
   # --- export (--mode=export) -------------------------------------------------

@@ -5,8 +5,10 @@ Each checkpoint step holds two items:
     written with `StandardSave` and read back with `StandardRestore` onto the
     shardings of an abstract target, or, for inference, its parameters alone
     (`CheckpointStore.restore_params`, an Orbax partial restore);
-  * `extra`: JSON (data-iterator position, model fingerprint, validation
-    figures, the command and versions that trained it).
+  * `extra`: the run record as JSON (`run_record.RunRecord`: data-iterator
+    position, model fingerprint, validation figures, the command and
+    versions that trained it), written by `save` and read by
+    `restore_record`, the one place each.
 Orbax adds a third, `metrics`: the step's validation loss (none for a save
 without validation), which ranks the steps for `best_step` and retention.
 
@@ -34,8 +36,12 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
+from polyflax.run_record import RunRecord
+
 BEST_METRIC = "val_loss"  # lower is better
-STATE_ITEM = "state"  # the item of a training checkpoint that holds the TrainState
+# The two items of a training checkpoint's step folder.
+STATE_ITEM = "state"  # the TrainState
+RECORD_ITEM = "extra"  # the RunRecord, as JSON
 # Largest data file Orbax writes for a parameters-only folder (it splits
 # bigger trees over several files); shipped models keep every file under 15 MiB.
 PARAMS_FILE_BYTES = 8 << 20
@@ -175,8 +181,7 @@ def _validation_loss(metrics: Mapping[str, float]) -> float:
 class CheckpointStore:
   """Keeps the latest `keep_latest` checkpoints and the one best by validation loss."""
 
-  def __init__(self, directory: str, *, keep_latest: int = 3, async_save: bool = True,
-               read_only: bool = False):
+  def __init__(self, directory: str, *, keep_latest: int = 3, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     policy = preservation.AnyPreservationPolicy([
         preservation.LatestN(n=keep_latest),
@@ -191,7 +196,8 @@ class CheckpointStore:
         # and the retention policy would delete the best one.
         best_fn=_validation_loss,
         best_mode="min",
-        enable_async_checkpointing=async_save,
+        # Saves run while training goes on; `wait` blocks until one is on disk.
+        enable_async_checkpointing=True,
         create=not read_only,
         read_only=read_only,
         # A read-only manager saves nothing (Orbax would set this itself, with a warning).
@@ -205,7 +211,7 @@ class CheckpointStore:
       absl_logging.set_verbosity(min(verbosity, absl_logging.ERROR))  # lower shows less
     try:
       self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                            item_names=(STATE_ITEM, "extra"))
+                                            item_names=(STATE_ITEM, RECORD_ITEM))
     finally:
       absl_logging.set_verbosity(verbosity)
     self._saving = None  # the step of the save in flight, if any
@@ -246,14 +252,18 @@ class CheckpointStore:
       return min(scored)[1]
     return self.latest_step()
 
-  def save(self, step: int, state: Any, extra: Mapping[str, Any],
-           metrics: Mapping[str, float] | None = None) -> bool:
-    """Starts saving `state` and `extra` at `step`; returns whether a save started."""
+  def save(self, step: int, state: Any, record: RunRecord) -> bool:
+    """Starts saving `state` and `record` at `step`; returns whether a save started.
+
+    A record with validation figures ranks the step by its validation loss
+    (`best_step`).
+    """
     self.wait()  # surfaces a failure of the previous save under its own step
     if step in self._manager.all_steps():
       return False
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              extra=ocp.args.JsonSave(dict(extra)))
+    metrics = None if record.validation is None else {BEST_METRIC: record.validation["loss"]}
+    args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state),
+                                 RECORD_ITEM: ocp.args.JsonSave(record.to_json())})
     self._saving = step
     try:
       # A save without validation (a stop signal) records no loss, and so
@@ -263,20 +273,20 @@ class CheckpointStore:
       self._saving = None
       raise self._save_failed(step, error) from error
 
-  def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """Reads step `step` onto the shapes and shardings of `abstract_state`."""
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """Reads the state of step `step` onto the shapes and shardings of `abstract_state`."""
     path = os.path.join(self.directory, str(step))
     _quiet_abandoned_reads()  # before: abandoned reads finish while Orbax unwinds
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+          **{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
     except Exception as error:  # Orbax raises many types; name the file and the cause.
       others = [other for other in self.all_steps() if other != step]
       hint = (f"; other checkpoints here: steps {others} (move {path} away to use the "
               "latest of them)" if others else "")
       raise CheckpointError(f"cannot restore checkpoint {path} (corrupted, truncated or "
                             f"written for another model?): {one_line(error)}{hint}") from error
-    return restored["state"], dict(restored["extra"])
+    return restored[STATE_ITEM]
 
   def restore_params(self, step: int, abstract_params: Any) -> Any:
     """Only the parameters of step `step`'s state, onto `abstract_params`' shardings.
@@ -299,19 +309,22 @@ class CheckpointStore:
                             ) from error
     return restored["params"]
 
-  def restore_extra(self, step: int) -> dict:
-    """Only the JSON item of a step."""
-    path = os.path.join(self.directory, str(step), "extra")
+  def restore_record(self, step: int) -> RunRecord:
+    """Only the run record of a step: read first, before any array."""
+    path = os.path.join(self.directory, str(step), RECORD_ITEM)
     try:
       restored = self._manager.restore(
-          step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
-      extra = restored["extra"]
-      if not isinstance(extra, Mapping):
-        raise ValueError(f"expected a JSON object, found {type(extra).__name__}")
+          step, args=ocp.args.Composite(**{RECORD_ITEM: ocp.args.JsonRestore()}))
+      saved = restored[RECORD_ITEM]
+      if not isinstance(saved, Mapping):
+        raise ValueError(f"expected a JSON object, found {type(saved).__name__}")
     except Exception as error:  # pylint: disable=broad-except
       raise CheckpointError(f"cannot read {path} (corrupted or truncated?): "
                             f"{one_line(error)}") from error
-    return dict(extra)
+    try:
+      return RunRecord.from_json(saved)
+    except ValueError as error:
+      raise CheckpointError(f"checkpoint record {path}: {error}") from error
 
   def wait(self) -> None:
     """Blocks until the save in flight is on disk; CheckpointError if it failed."""

@@ -2,11 +2,12 @@
 
   train     train.train_and_evaluate (the only mode that imports training code)
   evaluate  evaluate.evaluate_workdir
-  predict   evaluate.predict_main
+  predict   predict.predict_main
   export    export.export_run
 
-Exit status: 0 done; 1 the training loss was not finite (or predict met a bad
-expression); 2 a config, data file, checkpoint or workdir that cannot be used,
+Exit status: 0 done; 1 the training loss was not finite, or predict refused
+an input (outside the grammar or the data's range; it still answered every
+other input); 2 a config, data file, checkpoint or workdir that cannot be used,
 or a file that cannot be read or written; 128 + the signal number when
 training stopped on SIGTERM (143) or Ctrl-C/SIGINT (130) after saving a
 checkpoint (run the same command again to resume); main.py exits with 130
@@ -21,18 +22,19 @@ import sys
 import ml_collections
 
 
-def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | None = None) -> int:
-  """Runs `mode`; returns the process exit status."""
+def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | None = None,
+        tsv: bool = False) -> int:
+  """Runs `mode`; returns the process exit status (`expr` and `tsv`: predict's)."""
   from polyflax import checkpoints, config_checks, data  # pylint: disable=g-import-not-at-top
   from polyflax import distributed  # pylint: disable=g-import-not-at-top
   try:
     # Several hosts: join the distributed runtime before any other JAX call.
     distributed.initialize(config)
     if mode == "train":
-      from polyflax import train  # pylint: disable=g-import-not-at-top
+      from polyflax import signals, train  # pylint: disable=g-import-not-at-top
       try:
         train.train_and_evaluate(config, workdir)
-      except train.TrainingInterrupted as interrupted:
+      except signals.TrainingInterrupted as interrupted:
         return interrupted.exit_code
       except train.NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -43,8 +45,8 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | 
       evaluate.evaluate_workdir(config, workdir)
       return 0
     if mode == "predict":
-      from polyflax import evaluate  # pylint: disable=g-import-not-at-top
-      return evaluate.predict_main(config, workdir, expr)
+      from polyflax import predict  # pylint: disable=g-import-not-at-top
+      return predict.predict_main(config, workdir, expr, tsv=tsv)
     if mode == "export":
       from polyflax import export  # pylint: disable=g-import-not-at-top
       export_dir = config.export.dir or os.path.join(workdir, "export")

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 import ml_collections
 
+from polyflax import input_pipeline
+
+# The allowed values of the config's choice fields, defined here once; the
+# code that acts on each field reads them from here.
+LR_SCHEDULES = ("cosine", "rsqrt")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+TRAIN_DATA = ("split", "generated")
+
 
 class ConfigError(ValueError):
   """An experiment config that cannot run, with what to change."""
@@ -25,6 +33,12 @@ def _get(config: ml_collections.ConfigDict, dotted: str):
   for part in dotted.split("."):
     value = value[part]
   return value
+
+
+def _one_of(allowed: tuple[str, ...]) -> str:
+  """'a', 'b' or 'c'."""
+  quoted = [repr(value) for value in allowed]
+  return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
@@ -49,15 +63,11 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
     problems.append(f"val_check_interval must be in (0, 1] of an epoch (got {config.val_check_interval!r})")
   if config.learning_rate <= 0:
     problems.append(f"learning_rate must be positive (got {config.learning_rate!r})")
-  if config.lr_schedule not in ("cosine", "rsqrt"):
-    problems.append(f"lr_schedule must be 'cosine' or 'rsqrt' (got {config.lr_schedule!r})")
-  if config.compute_dtype not in ("auto", "float32", "bfloat16"):
-    problems.append(f"compute_dtype must be 'auto', 'float32' or 'bfloat16' (got {config.compute_dtype!r})")
-  if config.train_data not in ("split", "generated"):
-    problems.append(f"train_data must be 'split' or 'generated' (got {config.train_data!r})")
-  if config.constant_per_batch not in ("tokens", "examples"):
-    problems.append("constant_per_batch must be 'tokens' or 'examples' "
-                    f"(got {config.constant_per_batch!r})")
+  for name, allowed in (("lr_schedule", LR_SCHEDULES), ("compute_dtype", COMPUTE_DTYPES),
+                        ("train_data", TRAIN_DATA),
+                        ("constant_per_batch", input_pipeline.BATCH_CONSTANTS)):
+    if _get(config, name) not in allowed:
+      problems.append(f"{name} must be {_one_of(allowed)} (got {_get(config, name)!r})")
   for name in ("max_steps", "generated_examples_per_epoch"):
     value = _get(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -187,9 +187,8 @@ class Decoder:
   """
 
   def __init__(self, graphdef, params, vocab: vocab_lib.Vocab, mesh, *, max_len: int,
-               beam_size: int = 1, length_penalty: float = 0.6,
-               buckets: Sequence[int] = input_pipeline.DEFAULT_BUCKETS,
-               decode_fn: Callable | None = None):
+               batching: input_pipeline.Batching, beam_size: int = 1,
+               length_penalty: float = 0.6, decode_fn: Callable | None = None):
     """Compiles (lazily, per batch shape) the decoding function.
 
     Args:
@@ -198,16 +197,17 @@ class Decoder:
       vocab: turns output ids into text.
       mesh: the one-axis `data` mesh.
       max_len: most tokens to generate, eos included.
+      batching: the buckets (one compiled shape each) and this process's
+        slice of every batch (`input_pipeline.batching`).
       beam_size: 1 for greedy decoding, more for beam search.
       length_penalty: beam search's alpha (see `length_penalty`).
-      buckets: source lengths of the compiled shapes.
       decode_fn: replaces greedy/beam search: a pure function
         (graphdef, params, inputs) -> [B, max_len] tokens (benchmarks pass
         `recompute_greedy_decode`).
     """
     self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
     self.max_len = max_len
-    self.buckets = tuple(buckets)
+    self.batching = batching
     if decode_fn is None and beam_size > 1:
       decode_fn = functools.partial(beam_search, max_len=max_len, beam_size=beam_size,
                                     alpha=length_penalty)
@@ -227,15 +227,8 @@ class Decoder:
     The result depends only on how many rows each bucket holds, so every
     process computes the same.
     """
-    counts = np.bincount(
-        input_pipeline.assign_buckets(source_ids, np.zeros_like(source_ids), self.buckets),
-        minlength=len(self.buckets))
-    multiple = sharding.global_batch_multiple(self.mesh)
-
-    def num_batches(size: int) -> int:
-      sizes = input_pipeline.bucket_batch_sizes(size, self.buckets, multiple, jax.process_count())
-      return sum(-(-int(count) // size) for count, size in zip(counts, sizes))
-
+    counts = self.batching.count_per_bucket(source_ids, np.zeros_like(source_ids))
+    num_batches = lambda size: self.batching.layout(counts, size).num_batches
     # num_batches never grows with the size: find the smallest size that keeps it.
     target, low, high = num_batches(batch_size), 1, batch_size
     while low < high:
@@ -249,12 +242,8 @@ class Decoder:
     `batch_size` is the most rows of a batch of the longest bucket; see
     `fitted_batch_size`.
     """
-    return input_pipeline.eval_batches(
-        source_ids, np.zeros_like(source_ids),
-        batch_size=self.fitted_batch_size(source_ids, batch_size),
-        batch_multiple=sharding.global_batch_multiple(self.mesh),
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        buckets=self.buckets)
+    return self.batching.eval_batches(source_ids, np.zeros_like(source_ids),
+                                      batch_size=self.fitted_batch_size(source_ids, batch_size))
 
   def _dispatch(self, inputs: np.ndarray, params) -> jax.Array:
     """Starts decoding a local batch [b, S]; returns the (global, sharded) output at once."""
@@ -280,11 +269,8 @@ class Decoder:
     pass, and later timings measure decoding alone. Every process must call it.
     """
     start = time.perf_counter()
-    batches = self.batches(source_ids, batch_size)
-    for length, local_size, count in zip(batches.buckets, batches.local_batch_sizes,
-                                         batches.bucket_counts):
-      if count:
-        self.decode_batch(np.zeros((local_size, length), np.int32), params)
+    sharding.compile_shapes(lambda batch: self.decode_batch(batch["inputs"], params),
+                            self.batches(source_ids, batch_size).layout.shapes)
     return time.perf_counter() - start
 
   def decode_ids(self, source_ids: np.ndarray, *, batch_size: int,

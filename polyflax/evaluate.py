@@ -1,17 +1,14 @@
-"""Decoding a test set and scoring it; prediction of single expressions.
+"""Evaluating a run's workdir, or an exported model folder, on a test file.
 
 `evaluate_workdir` restores the parameters of a run's best checkpoint (or of
-an exported model folder), decodes a file of
-`factored=expanded` lines with the cached decoder (greedy or beam), prints a
-few examples and the score as the reference did, and writes the predictions,
-`metrics.json` and a TensorBoard event file. `score` computes the figures.
-`predict_main` expands expressions given on the command line or standard
-input; `check_expression` decides which inputs the model is asked about.
+an exported model folder), decodes a file of `factored=expanded` lines with
+the cached decoder (greedy or beam), scores them with `scoring.score`,
+prints a few examples and the score as the reference did, and writes the
+predictions, `metrics.json` and a TensorBoard event file.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import json
 import os
@@ -19,147 +16,24 @@ import sys
 import time
 from typing import Sequence
 
-from absl import logging
 import jax
 import ml_collections
 import tqdm
 
-from polyflax import algebra
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
-from polyflax import experiment
 from polyflax import inference
 from polyflax import input_pipeline
-from polyflax import vocab as vocab_lib
-
-# The factored sides of the original data have at most this many characters.
-MAX_INPUT_CHARS = data_lib.MAX_SIDE_LENGTH
-# Input longer than this (spaces included) is refused before any other work.
-MAX_RAW_INPUT_CHARS = 4 * MAX_INPUT_CHARS
-# Longest message of an InputError.
-MAX_MESSAGE_CHARS = 200
-# Names of the coefficients (c2, c1, c0) of c2*u**2 + c1*u + c0.
-COEFFICIENT_NAMES = ("quadratic", "linear", "constant")
-# Kinds of failure counted by `score`: a row counts under every coefficient it
-# gets wrong; the other kinds exclude the coefficient ones.
-FAILURE_KINDS = ("unparseable", "printed_differently", "wrong_unit") + tuple(
-    f"wrong_{name}" for name in COEFFICIENT_NAMES)
-
-
-# ---------------------------------------------------------------------------
-# Scoring.
-
-
-def _parse_or_none(text: str) -> algebra.Polynomial | None:
-  try:
-    return algebra.parse_polynomial(text)
-  except algebra.AlgebraError:
-    return None
-
-
-def row_groups(factored: str, expanded: str, seen_lines: set[str] | None = None) -> list[str]:
-  """The groups a test row is scored in: its shape, trig, seen or unseen, and both.
-
-  Shapes are those of `algebra.SHAPES` ("binomials", "k_u_binomial",
-  "monomial", "square"), or "unknown" for a side that is not a product of two
-  linear factors. "seen"/"unseen" (only with `seen_lines`) says whether the
-  whole line was among those the model trained on; the row is then also in
-  "shape_<shape>_seen" or "shape_<shape>_unseen".
-  """
-  try:
-    shape = "shape_" + algebra.row_shape(factored)
-  except algebra.AlgebraError:
-    shape = "shape_unknown"
-  groups = [shape]
-  if algebra.is_trig(factored):
-    groups.append("shape_trig")
-  if seen_lines is not None:
-    seen = "seen" if f"{factored}={expanded}" in seen_lines else "unseen"
-    groups += [seen, f"{shape}_{seen}"]
-  return groups
-
-
-def failure_kinds(expanded: str, predicted: str) -> list[str]:
-  """Why `predicted` is not `expanded` (empty when they are equal).
-
-  One of "unparseable" (not a polynomial of the grammar),
-  "printed_differently" (the right polynomial, printed another way),
-  "wrong_unit" (another variable or function), or the wrong coefficients:
-  "wrong_quadratic", "wrong_linear", "wrong_constant".
-  """
-  if predicted == expanded:
-    return []
-  predicted_poly = _parse_or_none(predicted)
-  if predicted_poly is None:
-    return ["unparseable"]
-  target_poly = _parse_or_none(expanded)
-  if predicted_poly == target_poly:
-    return ["printed_differently"]
-  if target_poly is None or (predicted_poly.unit and target_poly.unit
-                             and predicted_poly.unit != target_poly.unit):
-    return ["wrong_unit"]
-  return [f"wrong_{name}" for name, got, want in zip(
-      COEFFICIENT_NAMES, predicted_poly.coefficients, target_poly.coefficients) if got != want]
-
-
-def score(pairs: Sequence[tuple[str, str]], predictions: Sequence[str],
-          seen_lines: set[str] | None = None) -> dict:
-  """Exact match and the finer figures of a decoded test set.
-
-  Args:
-    pairs: (factored, expanded) rows.
-    predictions: the model's expanded side for each row.
-    seen_lines: `factored=expanded` lines of the training split, to split the
-      score into rows seen in training and rows not seen (None: no split).
-
-  Returns:
-    A flat dict: `exact_match`, `num_correct`, `num_examples`; `equivalence`
-    (the fraction whose prediction parses to the target polynomial, printed
-    either way) and `num_equivalent`; `exact_match_<group>` and
-    `num_examples_<group>` for each group of `row_groups` that has rows;
-    `num_failures` and `failures_<kind>` for each kind of `FAILURE_KINDS`.
-  """
-  if len(pairs) != len(predictions):
-    raise ValueError(f"{len(pairs)} rows but {len(predictions)} predictions")
-  num_correct = num_equivalent = 0
-  groups = collections.defaultdict(lambda: [0, 0])  # group -> [correct, total]
-  failures = collections.Counter({kind: 0 for kind in FAILURE_KINDS})
-  for (factored, expanded), predicted in zip(pairs, predictions):
-    correct = predicted == expanded
-    kinds = failure_kinds(expanded, predicted)
-    num_correct += correct
-    num_equivalent += correct or kinds == ["printed_differently"]
-    failures.update(kinds)
-    for group in row_groups(factored, expanded, seen_lines):
-      groups[group][0] += correct
-      groups[group][1] += 1
-  num_examples = len(pairs)
-  total = max(num_examples, 1)
-  metrics = {
-      "exact_match": num_correct / total,
-      "num_correct": num_correct,
-      "num_examples": num_examples,
-      "equivalence": num_equivalent / total,
-      "num_equivalent": num_equivalent,
-      "num_failures": num_examples - num_correct,
-  }
-  for kind in FAILURE_KINDS:
-    metrics[f"failures_{kind}"] = failures[kind]
-  for group, (correct, count) in sorted(groups.items()):
-    metrics[f"exact_match_{group}"] = correct / count
-    metrics[f"num_examples_{group}"] = count
-  return metrics
-
-
-# ---------------------------------------------------------------------------
-# Evaluation of a run.
+from polyflax import run_record
+from polyflax import scoring
+from polyflax import workdir as workdir_lib
 
 
 def resolve_test_file(config: ml_collections.ConfigDict) -> str:
   """`config.eval.test_file`, or by default ('') the test split of the run's data folder.
 
-  `config` is the run's config (`experiment.run_config`), so its data
+  `config` is the run's config (`workdir.run_config`), so its data
   fields are those the run was trained on. Evaluation never makes data: a
   missing split is a FileNotFoundError that says how to make it.
   """
@@ -174,7 +48,7 @@ def resolve_test_file(config: ml_collections.ConfigDict) -> str:
   return str(test_path)
 
 
-def _training_lines(config: ml_collections.ConfigDict, record: dict,
+def _training_lines(config: ml_collections.ConfigDict, record: run_record.RunRecord,
                     pairs: Sequence[tuple[str, str]]) -> tuple[str, set[str] | None]:
   """What the model trained on, and which test lines it holds (None: unknown).
 
@@ -192,7 +66,7 @@ def _training_lines(config: ml_collections.ConfigDict, record: dict,
       return f"no training split at {path}", None
     return str(path), {f"{factored}={expanded}"
                        for factored, expanded in data_lib.read_pairs(path, skip_bad=True).pairs}
-  state = record.get("iterator") or {}
+  state = record.iterator
   if input_pipeline.GENERATED_STATE_KEY not in state:
     return "generated lines, but the checkpoint does not say how many", None
   per_epoch = int(state[input_pipeline.GENERATED_STATE_KEY])
@@ -217,7 +91,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_checks.check_config(config)
   eval_cfg = config.eval
   is_main = jax.process_index() == 0
-  run_config = experiment.run_config(config, workdir)
+  run_config = workdir_lib.run_config(config, workdir)
   test_file = resolve_test_file(run_config)  # before the restore: a missing file is quick to tell
   model = inference.restore_for_inference(config, workdir)
   max_len = model.model_cfg.max_len
@@ -232,7 +106,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
                            max_len=max_len, beam_size=eval_cfg.beam_size,
                            length_penalty=eval_cfg.length_penalty,
-                           buckets=tuple(config.length_buckets))
+                           batching=input_pipeline.batching(config, model.mesh))
   source_ids = model.vocab.encode_batch([factored for factored, _ in pairs], max_len)
   compile_seconds = decoder.warm_up(source_ids, batch_size=eval_cfg.batch_size)
   start = time.perf_counter()
@@ -242,7 +116,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
   trained_on, seen_lines = _training_lines(run_config, model.record, pairs)
   if seen_lines is None and is_main:
     print(f"{trained_on}: no seen/unseen figures", file=sys.stderr)
-  metrics = score(pairs, predictions, seen_lines)
+  metrics = scoring.score(pairs, predictions, seen_lines)
   metrics.update(
       compile_seconds=compile_seconds,
       decode_seconds=decode_seconds,
@@ -287,9 +161,9 @@ def default_output_dir(workdir: str) -> str:
 
   A shipped model folder (checkpoints/NAME) stays as it was shipped.
   """
-  if inference.is_exported(workdir):
-    return os.path.join("runs", "eval", os.path.basename(os.path.abspath(workdir)))
-  return os.path.join(workdir, "eval")
+  if workdir_lib.is_exported(workdir):
+    return os.path.join("runs", workdir_lib.EVAL_DIR, os.path.basename(os.path.abspath(workdir)))
+  return os.path.join(workdir, workdir_lib.EVAL_DIR)
 
 
 def _summary(metrics: dict) -> str:
@@ -300,7 +174,7 @@ def _summary(metrics: dict) -> str:
            "exact match by group: " + ", ".join(
                f"{group} {metrics['exact_match_' + group]:.4f} "
                f"({metrics['num_examples_' + group]:,})" for group in groups)]
-  failures = [f"{kind} {metrics['failures_' + kind]:,}" for kind in FAILURE_KINDS
+  failures = [f"{kind} {metrics['failures_' + kind]:,}" for kind in scoring.FAILURE_KINDS
               if metrics["failures_" + kind]]
   if failures:
     lines.append(f"failures ({metrics['num_failures']:,}): " + ", ".join(failures))
@@ -323,132 +197,3 @@ def write_tensorboard(logdir: str, step: int, metrics: dict) -> None:
     for name, value in sorted(metrics.items()):
       if isinstance(value, (int, float)) and not isinstance(value, bool):
         writer.add_scalar(f"test/{name}", value, step)
-
-
-# ---------------------------------------------------------------------------
-# Prediction.
-
-
-def _printable(text: str) -> str:
-  """`text` with line breaks, control and other unprintable characters escaped."""
-  return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
-                 for char in text)
-
-
-class InputError(ValueError):
-  """An input the model is not asked about.
-
-  The message is one line of printable characters (others are escaped, as
-  in `\\x1b`), at most `MAX_MESSAGE_CHARS` long.
-  """
-
-  def __init__(self, message: str):
-    message = _printable(message)
-    if len(message) > MAX_MESSAGE_CHARS:
-      message = message[:MAX_MESSAGE_CHARS - 3] + "..."
-    super().__init__(message)
-
-
-def check_expression(text: str, vocab: vocab_lib.Vocab | None = None, *,
-                     max_len: int = 32) -> str:
-  """The factored expression `text`, spelt as the data spells it.
-
-  Accepts any spelling (spaces between tokens, factors in either order,
-  `k*k`) of a product of two linear factors in one unit, as the grammar of
-  `algebra.parse_factored` reads it, and returns it printed as the data set
-  prints factored sides (`algebra.format_factored`), which is what the model
-  was trained on.
-
-  Args:
-    text: any string.
-    vocab: the model's vocabulary (default: the standard one).
-    max_len: the model's longest sequence, eos included.
-
-  Raises:
-    InputError: saying what is wrong, in one printable line: empty or too
-      long input, a character or token outside the grammar, a syntax error,
-      mixed units, an exponent other than 2, or not a product of two linear
-      factors.
-  """
-  if len(text) > MAX_RAW_INPUT_CHARS:
-    raise InputError(f"input of {len(text):,} characters is too long (a factored side "
-                     f"has at most {MAX_INPUT_CHARS})")
-  if not text.strip():
-    raise InputError("empty input: expected a product such as (k-15)*(2*k+29)")
-  try:
-    form = algebra.parse_factored(text)  # spaces may separate tokens, not split them
-    canonical = algebra.format_factored(*form)
-  except algebra.AlgebraError as error:
-    raise InputError(str(error)) from None
-  except ValueError:  # format_factored: a factor without the unit, e.g. 0*k*(k+1)
-    raise InputError(f"not a product of two linear factors in '{text.strip()}'") from None
-  if len(canonical) > MAX_INPUT_CHARS:
-    raise InputError(f"'{text.strip()}' is written '{canonical}' in the data's spelling, "
-                     f"{len(canonical)} characters: longer than any factored side of the data "
-                     f"({MAX_INPUT_CHARS})")
-  vocab = vocab or vocab_lib.Vocab.default()
-  ids = vocab.encode(canonical)
-  if len(ids) > max_len or vocab.unk_id in ids:
-    raise InputError(f"'{canonical}' does not fit the model ({len(ids)} tokens with eos, "
-                     f"at most {max_len}, or a token outside its vocabulary)")
-  return canonical
-
-
-def _lenient_stdio() -> None:
-  """Undecodable input bytes become U+FFFD; unprintable output is escaped, never an error."""
-  for stream, errors in ((sys.stdin, "replace"), (sys.stdout, "backslashreplace"),
-                         (sys.stderr, "backslashreplace")):
-    if hasattr(stream, "reconfigure"):
-      stream.reconfigure(errors=errors)
-
-
-def _restore_quietly(config: ml_collections.ConfigDict,
-                     workdir: str) -> inference.InferenceModel:
-  """`inference.restore_for_inference` without Orbax's warnings about read-only folders.
-
-  Prediction prints one line per input; warnings above errors stay hidden.
-  """
-  verbosity = logging.get_verbosity()
-  logging.set_verbosity(min(verbosity, logging.ERROR))  # absl: lower shows less
-  try:
-    return inference.restore_for_inference(config, workdir)
-  finally:
-    logging.set_verbosity(verbosity)
-
-
-def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | None) -> int:
-  """Prints the expansion of `expr`, or of each line of standard input.
-
-  Each expansion goes to standard output as one line; an input that is not a
-  product of two linear factors gets one line `error: ...` on standard error
-  instead (blank lines of standard input are skipped). Inputs are checked
-  before the model is restored, so a refused `expr` costs no model loading.
-  Returns 0, or 1 if any input was refused.
-  """
-  _lenient_stdio()
-  config_checks.check_config(config)
-  max_len = experiment.run_config(config, workdir).max_len
-  vocab = vocab_lib.Vocab.default()
-  decoder = None
-  lines = [expr] if expr is not None else (line.rstrip("\r\n") for line in sys.stdin)
-  status = 0
-  for line in lines:
-    if expr is None and not line.strip():
-      continue
-    try:
-      factored = check_expression(line, vocab, max_len=max_len)
-    except InputError as error:
-      print(f"error: {error}", file=sys.stderr, flush=True)
-      status = 1
-      continue
-    if decoder is None:
-      model = _restore_quietly(config, workdir)
-      # One bucket: a single compiled shape serves every expression.
-      decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
-                               max_len=model.model_cfg.max_len,
-                               beam_size=config.eval.beam_size,
-                               length_penalty=config.eval.length_penalty,
-                               buckets=(model.model_cfg.max_len,))
-    (prediction,) = decoder.decode_texts([factored], batch_size=1)
-    print(prediction, flush=True)
-  return status

@@ -13,9 +13,10 @@ and nothing of the optimizer, the run's `config.json` and `vocab.json`, and a
   step          the training step of the parameters
   validation    the validation figures logged at that step
   model         the model fields (the fingerprint checked on restore)
+  iterator      where the training stream stood at that step
   trained_with  the command, the versions (python, jax, flax, optax,
-                orbax-checkpoint) and devices of the training run, and when
-                the checkpoint was saved
+                orbax-checkpoint) and devices of the training run, when
+                the checkpoint was saved, the steps skipped, the step folder
   config        the resolved config of the run
   exported_at, exported_with   when and with which versions it was exported
 
@@ -36,10 +37,12 @@ import ml_collections
 import numpy as np
 
 from polyflax import checkpoints
-from polyflax import experiment
 from polyflax import fileio
 from polyflax import inference
+from polyflax import model_setup
 from polyflax import models
+from polyflax import run_record
+from polyflax import workdir as workdir_lib
 
 
 def folder_size(directory: str) -> tuple[int, int, str]:
@@ -62,7 +65,7 @@ def _check_target(export_dir: str, workdir: str) -> None:
   if os.path.exists(export_dir) and not os.path.isdir(export_dir):
     raise checkpoints.CheckpointError(f"{export_dir} exists and is not a folder")
   if (os.path.isdir(export_dir) and os.listdir(export_dir)
-      and not inference.is_exported(export_dir)):
+      and not workdir_lib.is_exported(export_dir)):
     raise checkpoints.CheckpointError(
         f"{export_dir} is not empty and holds no exported model: choose another "
         "--config.export.dir (an exported model there would be replaced)")
@@ -75,38 +78,32 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
     CheckpointError: if `workdir` has no usable checkpoint, is itself an
       exported folder, or `export_dir` cannot be (over)written.
   """
-  if inference.is_exported(workdir):
+  if workdir_lib.is_exported(workdir):
     raise checkpoints.CheckpointError(
         f"{workdir} is already an exported model: copy the folder instead")
   _check_target(export_dir, workdir)
-  run_config = experiment.read_run_config(workdir)
+  run_config = workdir_lib.read_run_config(workdir)
   if run_config is None:
     raise checkpoints.CheckpointError(
-        f"no {experiment.RUN_CONFIG_FILE} in {workdir}: not a training run's workdir")
+        f"no {workdir_lib.CONFIG_FILE} in {workdir}: not a training run's workdir")
   model = inference.restore_for_inference(config, workdir)
-  record = model.record  # the JSON saved with the checkpoint
   params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), jax.device_get(model.params))
+  # The record's validation, iterator (with generated lines, evaluation makes
+  # the epochs trained again to tell seen test lines from unseen), model and
+  # trained_with fields, as `run_record.RunRecord.from_card` reads them back.
+  recorded = model.record.card_fields()
+  # The step folder, relative to the run's workdir: no path of the machine
+  # that exported it.
+  recorded["trained_with"]["checkpoint"] = os.path.relpath(model.source, workdir)
   card = {
       "format": inference.EXPORT_FORMAT,
       "parameters": models.count_params(params),
       "step": model.step,
-      "validation": record.get("validation", {}),
-      # Where the training stream stood: with generated lines, evaluation
-      # regenerates the epochs trained to tell seen test lines from unseen.
-      "iterator": record.get("iterator"),
-      "model": experiment.model_fingerprint(model.model_cfg),
-      "trained_with": {
-          "command": record.get("command"),
-          "versions": record.get("versions"),
-          "devices": record.get("devices"),
-          "saved_at": record.get("saved_at"),
-          # The step folder, relative to the run's workdir: no path of the
-          # machine that exported it.
-          "checkpoint": os.path.relpath(model.source, workdir),
-      },
+      **recorded,
+      "model": model_setup.model_fingerprint(model.model_cfg),
       "config": run_config,
-      "exported_at": experiment.now(),
-      "exported_with": experiment.versions(),
+      "exported_at": run_record.now(),
+      "exported_with": run_record.versions(),
   }
 
   parent = os.path.dirname(os.path.abspath(export_dir))
@@ -114,12 +111,12 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
   building = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}.")
   try:
     os.chmod(building, fileio.ordinary_dir_mode())  # mkdtemp makes it 0700
-    checkpoints.save_params(os.path.join(building, inference.PARAMS_DIR), params)
-    fileio.write_text_atomic(os.path.join(building, experiment.RUN_CONFIG_FILE),
+    checkpoints.save_params(os.path.join(building, workdir_lib.PARAMS_DIR), params)
+    fileio.write_text_atomic(os.path.join(building, workdir_lib.CONFIG_FILE),
                              json.dumps(run_config, indent=2))
-    fileio.write_text_atomic(os.path.join(building, experiment.VOCAB_FILE),
+    fileio.write_text_atomic(os.path.join(building, workdir_lib.VOCAB_FILE),
                              model.vocab.to_json())
-    fileio.write_text_atomic(os.path.join(building, inference.MODEL_CARD_FILE),
+    fileio.write_text_atomic(os.path.join(building, workdir_lib.MODEL_CARD_FILE),
                              json.dumps(card, indent=2))
     if os.path.isdir(export_dir):
       shutil.rmtree(export_dir)

@@ -16,7 +16,9 @@
     params/       the parameters, float32, a parameters-only Orbax checkpoint
 
 In both, the folder's `config.json` decides the model's shape and the
-fingerprint recorded beside the parameters must match it.
+fingerprint recorded beside the parameters must match it. The names of the
+files are `workdir.py`'s; the record beside the parameters is a
+`run_record.RunRecord` either way.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ import ml_collections
 
 from polyflax import checkpoints
 from polyflax import config_checks
-from polyflax import experiment
+from polyflax import model_setup
 from polyflax import models
+from polyflax import run_record
 from polyflax import sharding
 from polyflax import vocab as vocab_lib
+from polyflax import workdir as workdir_lib
 
-MODEL_CARD_FILE = "model.json"
-PARAMS_DIR = "params"
 # model.json's "format": what this version writes and reads.
 EXPORT_FORMAT = "polyflax-exported-model/1"
 
@@ -52,14 +54,9 @@ class InferenceModel:
   mesh: Any
   step: int  # the training step of the parameters
   source: str  # the checkpoint step folder, or the exported folder
-  # What was saved beside the parameters: the training checkpoint's JSON item
-  # (fingerprint, validation figures, command, versions), or the model card.
-  record: dict
-
-
-def is_exported(workdir: str) -> bool:
-  """Whether `workdir` is an exported model folder (it has a model.json)."""
-  return os.path.exists(os.path.join(workdir, MODEL_CARD_FILE))
+  # What was saved beside the parameters: the training checkpoint's run
+  # record, or the one an exported model's card carries.
+  record: run_record.RunRecord
 
 
 def read_model_card(workdir: str) -> dict:
@@ -69,7 +66,7 @@ def read_model_card(workdir: str) -> dict:
     CheckpointError: naming the file, if it cannot be read or is not an
       exported model's card.
   """
-  path = os.path.join(workdir, MODEL_CARD_FILE)
+  path = os.path.join(workdir, workdir_lib.MODEL_CARD_FILE)
   try:
     with open(path, encoding="utf-8") as f:
       card = json.load(f)
@@ -77,6 +74,7 @@ def read_model_card(workdir: str) -> dict:
       raise ValueError(f"not a model card of format {EXPORT_FORMAT}")
     if not isinstance(card.get("model"), dict) or not isinstance(card.get("step"), int):
       raise ValueError("no 'model' record or 'step'")
+    run_record.RunRecord.from_card(card)  # raises ValueError naming what is missing
   except (OSError, ValueError) as error:
     raise checkpoints.CheckpointError(
         f"cannot read the exported model's card {path}: {checkpoints.one_line(error)}"
@@ -92,37 +90,38 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
     CheckpointError: one line naming the folder or file and what is wrong.
     ConfigError: if the merged config is invalid.
   """
-  config = experiment.run_config(config, workdir)
+  config = workdir_lib.run_config(config, workdir)
   config_checks.check_config(config)
   mesh = sharding.make_mesh()
-  vocab = experiment.load_vocab(workdir)
-  model_cfg = experiment.model_config(config, vocab.size)
-  graphdef, abstract_params = experiment.abstract_model(model_cfg)
+  vocab = workdir_lib.load_vocab(workdir)
+  model_cfg = model_setup.model_config(config, vocab.size)
+  graphdef, abstract_params = model_setup.abstract_model(model_cfg)
   replicated = sharding.replicated(mesh)
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                         abstract_params)
-  fingerprint = experiment.model_fingerprint(model_cfg)
+  fingerprint = model_setup.model_fingerprint(model_cfg)
 
-  if is_exported(workdir):
+  if workdir_lib.is_exported(workdir):
     card = read_model_card(workdir)
-    experiment.check_fingerprint(card["model"], fingerprint, workdir)
-    params = checkpoints.restore_params(os.path.join(workdir, PARAMS_DIR), target)
+    model_setup.check_fingerprint(card["model"], fingerprint, workdir)
+    params = checkpoints.restore_params(os.path.join(workdir, workdir_lib.PARAMS_DIR), target)
     return InferenceModel(graphdef=graphdef, params=params, vocab=vocab, model_cfg=model_cfg,
                           mesh=mesh, step=card["step"], source=os.path.abspath(workdir),
-                          record=card)
+                          record=run_record.RunRecord.from_card(card))
 
-  directory = os.path.join(workdir, "checkpoints")
+  directory = workdir_lib.checkpoints_dir(workdir)
   if not os.path.isdir(directory):
     raise checkpoints.CheckpointError(
-        f"no checkpoints in {directory} and no {MODEL_CARD_FILE} in {workdir}: train first "
+        f"no checkpoints in {directory} and no {workdir_lib.MODEL_CARD_FILE} in {workdir}: "
+        "train first "
         f"(python main.py --config ... --workdir {workdir}), or pass an exported model folder")
   store = checkpoints.CheckpointStore(directory, read_only=True)
   try:
     step = store.best_step() if step is None else step
     if step is None:
       raise checkpoints.CheckpointError(f"no complete checkpoint in {directory}")
-    record = store.restore_extra(step)
-    experiment.check_fingerprint(record.get("model", {}), fingerprint, store.path(step))
+    record = store.restore_record(step)
+    model_setup.check_fingerprint(record.model, fingerprint, store.path(step))
     params = store.restore_params(step, target)
   finally:
     store.close()

@@ -58,12 +58,18 @@ epoch, chunk), so a long run meets millions of distinct rows instead of the
 same 760,000 each epoch. Its state adds "generated_per_epoch"; a resumed
 stream makes epoch e's examples again and continues at the same batch.
 
+One description (`Batching`): the buckets, what training batches keep
+constant, the batch multiple and this process's slice. Made from a config
+by `batching`, it builds every training stream and evaluation pass, and a
+`BatchLayout` says for each what shapes and how many batches it has.
+`training_data` builds a run's whole input from its config in one call.
+
 Reading a split (`load_split`): a text file of `factored=expanded` lines,
 read and checked by `data.read_pairs`, becomes the two id arrays plus the
 (factored, expanded) string pairs, row i of the arrays being pair i, so
 `index` leads back to the text.
 
-Evaluation order (`eval_batches`). Buckets in order of length, examples in
+Evaluation order (`EvalBatches`). Buckets in order of length, examples in
 file order within each bucket, the last batch of each bucket padded with zero
 rows whose example_mask is 0 and index -1, so every example appears exactly
 once; `len()` gives the number of batches, equal on every process.
@@ -77,7 +83,7 @@ import math
 import multiprocessing
 import os
 import sys
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -124,6 +130,46 @@ def load_split(
   src = vocab.encode_batch([factored for factored, _ in pairs], max_len)
   tgt = vocab.encode_batch([expanded for _, expanded in pairs], max_len)
   return src, tgt, pairs
+
+
+@dataclasses.dataclass
+class TrainingData:
+  """What a training run reads: its training stream and its validation split, batched."""
+  train: TrainingStream
+  val: EvalBatches  # every validation example once, for the teacher-forced metrics
+  val_src: np.ndarray  # [N, max_len] source ids, row i of `val_pairs`, for exact match
+  val_pairs: list[tuple[str, str]]
+
+
+def training_data(config, split_paths: Mapping[str, str | os.PathLike], vocab: vocab_lib.Vocab,
+                  batching: Batching) -> TrainingData:
+  """Text -> tokens -> batches: a run's training stream and validation batches, from its config.
+
+  `train_data="split"` reads the train split; `"generated"` makes fresh
+  lines every epoch (as many as the split holds, unless
+  `generated_examples_per_epoch` says otherwise). Validation is always the
+  fixed validation split, batched at `eval_batch_size`.
+
+  Raises:
+    ValueError: the data cannot make a batch (e.g. fewer examples than one).
+    data.DataError: a split file that cannot be read.
+  """
+  read = lambda name: load_split(split_paths[name], vocab, config.max_len,
+                                 skip_bad=config.skip_bad_lines)
+  train_src, train_tgt, _ = read("train")
+  val_src, val_tgt, val_pairs = read("val")
+  if config.train_data == "generated":
+    per_epoch = config.generated_examples_per_epoch or len(train_src)
+    train = batching.generated_iterator(
+        generated_examples(vocab, config.max_len, config.data_seed, per_epoch),
+        examples_per_epoch=per_epoch, batch_size=config.batch_size, seed=config.seed)
+  else:
+    train = batching.train_iterator(train_src, train_tgt, batch_size=config.batch_size,
+                                    seed=config.seed)
+  return TrainingData(train=train,
+                      val=batching.eval_batches(val_src, val_tgt,
+                                                batch_size=config.eval_batch_size),
+                      val_src=val_src, val_pairs=val_pairs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +320,165 @@ def bucket_batch_sizes(
   return tuple(max(multiple, size // multiple * multiple) for size in examples)
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchLayout:
+  """How one set of examples is cut into batches: the shapes and the batch count.
+
+  Per bucket, in order of length: its length, global and local batch sizes,
+  how many examples it holds and how many batches it serves. Every iterator,
+  the decoder and the compile step read their shapes and counts here.
+  """
+  buckets: tuple[int, ...]
+  batch_sizes: tuple[int, ...]  # global examples per batch
+  local_batch_sizes: tuple[int, ...]  # this process's rows of each global batch
+  bucket_counts: tuple[int, ...]  # examples in each bucket
+  batches_per_bucket: tuple[int, ...]
+
+  @property
+  def num_batches(self) -> int:
+    """Batches of the whole pass (a training epoch, or an evaluation)."""
+    return sum(self.batches_per_bucket)
+
+  @property
+  def shapes(self) -> list[tuple[int, int]]:
+    """(local batch size, length) of every bucket that serves a batch: what a step compiles for."""
+    return [(local_size, length) for length, local_size, count in zip(
+        self.buckets, self.local_batch_sizes, self.batches_per_bucket) if count]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+  """How examples become batches on this process: the one description every user shares.
+
+  Training (`train_iterator`, `generated_iterator`), validation and
+  decoding (`eval_batches`) and the benchmarks all cut their batches with
+  one of these, made from a config and a mesh by `batching` (or directly,
+  in tests).
+
+  Attributes:
+    buckets: bucket lengths, increasing.
+    constant: what training batches keep constant across buckets, "tokens"
+      or "examples" (see `bucket_batch_sizes`); evaluation batches always
+      keep tokens constant, which packs short rows densely.
+    batch_multiple: every global batch size is a multiple of this (the
+      device count), and of 8.
+    process_index, process_count: which rows of every global batch this
+      process holds, of how many processes.
+  """
+  buckets: tuple[int, ...] = DEFAULT_BUCKETS
+  constant: str = "tokens"
+  batch_multiple: int = 1
+  process_index: int = 0
+  process_count: int = 1
+
+  def __post_init__(self):
+    object.__setattr__(self, "buckets", _check_buckets(self.buckets))
+    if self.constant not in BATCH_CONSTANTS:
+      raise ValueError(f"constant must be one of {BATCH_CONSTANTS}, got {self.constant!r}")
+    batch_multiple_of(self.batch_multiple, self.process_count)  # checks both
+    _check_process(self.process_index, self.process_count)
+
+  def layout(self, bucket_counts: Sequence[int], batch_size: int, *,
+             training: bool = False, drop_remainder: bool = False) -> BatchLayout:
+    """The batches of examples whose buckets hold `bucket_counts`, at `batch_size`.
+
+    `training` uses this batching's `constant` (evaluation: "tokens");
+    `drop_remainder` drops each bucket's last partial batch instead of
+    padding it with masked rows.
+    """
+    counts = tuple(int(count) for count in bucket_counts)
+    if len(counts) != len(self.buckets):
+      raise ValueError(f"{len(counts)} bucket counts for {len(self.buckets)} buckets")
+    sizes = bucket_batch_sizes(batch_size, self.buckets, self.batch_multiple, self.process_count,
+                               self.constant if training else "tokens")
+    if drop_remainder:
+      per_bucket = tuple(count // size for count, size in zip(counts, sizes))
+    else:
+      per_bucket = tuple(-(-count // size) for count, size in zip(counts, sizes))
+    return BatchLayout(buckets=self.buckets, batch_sizes=sizes,
+                       local_batch_sizes=tuple(size // self.process_count for size in sizes),
+                       bucket_counts=counts, batches_per_bucket=per_bucket)
+
+  def count_per_bucket(self, src: np.ndarray, tgt: np.ndarray) -> tuple[int, ...]:
+    """How many of the examples (src, tgt) fall in each bucket."""
+    counts = np.bincount(assign_buckets(src, tgt, self.buckets), minlength=len(self.buckets))
+    return tuple(int(count) for count in counts)
+
+  def train_iterator(self, src: np.ndarray, tgt: np.ndarray, *, batch_size: int,
+                     seed: int) -> "TrainIterator":
+    """Shuffled training batches over a fixed set of examples (see `TrainIterator`)."""
+    return TrainIterator(src, tgt, batch_size=batch_size, seed=seed, batching=self)
+
+  def generated_iterator(self, make_examples: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+                         *, examples_per_epoch: int, batch_size: int, seed: int,
+                         in_process: bool = False) -> "GeneratedTrainIterator":
+    """Training batches of examples made afresh every epoch (see `GeneratedTrainIterator`)."""
+    return GeneratedTrainIterator(make_examples, examples_per_epoch=examples_per_epoch,
+                                  batch_size=batch_size, seed=seed, batching=self,
+                                  in_process=in_process)
+
+  def eval_batches(self, src: np.ndarray, tgt: np.ndarray, *, batch_size: int) -> "EvalBatches":
+    """Every example once, in a fixed order (see `EvalBatches`)."""
+    return EvalBatches(src, tgt, batch_size=batch_size, batching=self)
+
+
+def batching(config, mesh, *, buckets: Sequence[int] | None = None) -> Batching:
+  """The batching of an experiment config on `mesh`, for this process.
+
+  Args:
+    config: the experiment config (`length_buckets`, `constant_per_batch`).
+    mesh: the device mesh; global batch sizes are multiples of its size.
+    buckets: other bucket lengths than the config's (prediction compiles
+      one bucket of max_len).
+  """
+  import jax  # pylint: disable=g-import-not-at-top  # (the rest of this module is NumPy only)
+  return Batching(buckets=tuple(config.length_buckets if buckets is None else buckets),
+                  constant=config.constant_per_batch, batch_multiple=int(mesh.devices.size),
+                  process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def padding_batch(local_size: int, length: int) -> Batch:
+  """A batch of masked, all-padding rows: runs a step or the decoder without any example.
+
+  Compiling every shape before training or decoding feeds one of these per
+  shape (padding rows end decoding at once and weigh nothing in a loss).
+  """
+  return {"inputs": np.zeros((local_size, length), np.int32),
+          "targets": np.zeros((local_size, length), np.int32),
+          "example_mask": np.zeros((local_size,), np.float32),
+          "index": np.full((local_size,), -1, np.int32)}
+
+
+@runtime_checkable
+class TrainingStream(Protocol):
+  """What the training loop asks of its batches: `TrainIterator` or `GeneratedTrainIterator`."""
+
+  @property
+  def layout(self) -> BatchLayout:
+    """Shapes and batches of an epoch."""
+
+  @property
+  def steps_per_epoch(self) -> int:
+    """Batches in every epoch."""
+
+  @property
+  def num_examples(self) -> int:
+    """Examples an epoch draws from."""
+
+  def __iter__(self) -> Iterator[Batch]: ...
+
+  def __next__(self) -> Batch: ...
+
+  def get_state(self) -> dict[str, int]:
+    """The position in the stream, JSON-serialisable."""
+
+  def set_state(self, state: Mapping[str, int]) -> None:
+    """Continues from a `get_state`; ValueError if it does not fit this stream."""
+
+  def close(self) -> None:
+    """Stops any work made ahead."""
+
+
 class _BucketedExamples:
   """The examples of each bucket, padded to its length, in file order."""
 
@@ -346,11 +551,9 @@ class TrainIterator:
   Iterate with e.g. `for step, batch in zip(range(num_steps), iterator)`.
 
   Attributes:
-    buckets: bucket lengths.
-    batch_sizes: global batch size of each bucket.
-    local_batch_sizes: this process's share of each (batch_sizes / process_count).
-    bucket_counts: number of examples in each bucket.
+    layout: per bucket, the batch sizes and how many batches an epoch serves.
     steps_per_epoch: batches in every epoch.
+    shapes: (local batch size, length) of the buckets that serve batches.
     epoch: epoch of the next batch.
     position: batches already served in that epoch.
   """
@@ -362,63 +565,48 @@ class TrainIterator:
       *,
       batch_size: int,
       seed: int,
-      batch_multiple: int = 1,
-      process_index: int = 0,
-      process_count: int = 1,
-      drop_remainder: bool = True,
-      buckets: Sequence[int] = DEFAULT_BUCKETS,
-      constant: str = "tokens"):
+      batching: Batching = Batching(),
+      drop_remainder: bool = True):
     """Buckets the examples.
 
     Args:
       src: int32 [N, Ls] source ids (tokens + eos, 0-padded).
       tgt: int32 [N, Lt] target ids (tokens + eos, 0-padded).
-      batch_size: global examples per batch of the longest bucket.
+      batch_size: global examples per batch of the longest bucket (of every
+        bucket with batching.constant="examples").
       seed: non-negative int; the order of epoch e depends on (seed, e) only.
-      batch_multiple: batch sizes are multiples of this (and of 8).
-      process_index: which slice of every global batch this process gets.
-      process_count: number of processes sharing every global batch.
+      batching: buckets, batch multiple and this process's slice.
       drop_remainder: drop each bucket's last partial batch (default), or
         serve it padded with masked rows.
-      buckets: bucket lengths.
-      constant: what batches keep constant across buckets, "tokens" or
-        "examples" (see `bucket_batch_sizes`).
 
     Raises:
       ValueError: on inconsistent arguments, examples too long for the
         buckets, or no batch to serve.
     """
-    _check_process(process_index, process_count)
     if int(seed) != seed or seed < 0:
       raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    self._examples = _BucketedExamples(src, tgt, buckets)
+    self._examples = _BucketedExamples(src, tgt, batching.buckets)
     self._seed = int(seed)
-    self._process_index = process_index
-    self.buckets = self._examples.buckets
-    self.bucket_counts = self._examples.counts
-    self.batch_sizes = bucket_batch_sizes(batch_size, self.buckets, batch_multiple, process_count,
-                                          constant)
-    self.local_batch_sizes = tuple(size // process_count for size in self.batch_sizes)
-    if drop_remainder:
-      self._batches_per_bucket = tuple(
-          count // size for count, size in zip(self.bucket_counts, self.batch_sizes))
-    else:
-      self._batches_per_bucket = tuple(
-          -(-count // size) for count, size in zip(self.bucket_counts, self.batch_sizes))
-    self.steps_per_epoch = sum(self._batches_per_bucket)
-    if self.steps_per_epoch == 0:
+    self._process_index = batching.process_index
+    self.layout = batching.layout(self._examples.counts, batch_size, training=True,
+                                  drop_remainder=drop_remainder)
+    if self.layout.num_batches == 0:
       raise ValueError(
-          f"no full batch to serve: bucket lengths {self.buckets} hold "
-          f"{self.bucket_counts} examples, fewer than their batch sizes {self.batch_sizes}; "
-          f"lower batch_size or pass drop_remainder=False")
+          f"no full batch to serve: bucket lengths {self.layout.buckets} hold "
+          f"{self.layout.bucket_counts} examples, fewer than their batch sizes "
+          f"{self.layout.batch_sizes}; lower batch_size or pass drop_remainder=False")
     self._epoch = 0
     self._position = 0
     self._plan_epoch = None
     self._plan = None
 
   @property
-  def seed(self) -> int:
-    return self._seed
+  def steps_per_epoch(self) -> int:
+    return self.layout.num_batches
+
+  @property
+  def shapes(self) -> list[tuple[int, int]]:
+    return self.layout.shapes
 
   @property
   def epoch(self) -> int:
@@ -432,24 +620,17 @@ class TrainIterator:
   def num_examples(self) -> int:
     return self._examples.num_examples
 
-  def batch_shapes(self) -> dict[int, tuple[int, int]]:
-    """(local batch size, length) of every bucket that serves batches, by bucket length."""
-    return {
-        length: (local_size, length)
-        for length, local_size, num_batches in zip(
-            self.buckets, self.local_batch_sizes, self._batches_per_bucket)
-        if num_batches}
-
   def _epoch_plan(self, epoch: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Per-bucket example orders, and the bucket and start of every batch."""
     if self._plan_epoch != epoch:
       rng = np.random.default_rng(np.random.SeedSequence([self._seed, epoch]))
-      orders = [rng.permutation(count).astype(np.int32) for count in self.bucket_counts]
+      layout = self.layout
+      orders = [rng.permutation(count).astype(np.int32) for count in layout.bucket_counts]
       bucket_of_batch = np.repeat(
-          np.arange(len(self.buckets), dtype=np.int64), self._batches_per_bucket)
+          np.arange(len(layout.buckets), dtype=np.int64), layout.batches_per_bucket)
       start_of_batch = np.concatenate([
           np.arange(num_batches, dtype=np.int64) * size
-          for num_batches, size in zip(self._batches_per_bucket, self.batch_sizes)])
+          for num_batches, size in zip(layout.batches_per_bucket, layout.batch_sizes)])
       shuffle = rng.permutation(self.steps_per_epoch)
       self._plan = (orders, bucket_of_batch[shuffle], start_of_batch[shuffle])
       self._plan_epoch = epoch
@@ -461,7 +642,7 @@ class TrainIterator:
   def __next__(self) -> Batch:
     orders, bucket_of_batch, start_of_batch = self._epoch_plan(self._epoch)
     bucket = int(bucket_of_batch[self._position])
-    local_size = self.local_batch_sizes[bucket]
+    local_size = self.layout.local_batch_sizes[bucket]
     begin = int(start_of_batch[self._position]) + self._process_index * local_size
     batch = self._examples.batch(bucket, orders[bucket], begin, local_size)
     self._position += 1
@@ -528,24 +709,17 @@ class GeneratedTrainIterator:
       examples_per_epoch: int,
       batch_size: int,
       seed: int,
-      batch_multiple: int = 1,
-      process_index: int = 0,
-      process_count: int = 1,
-      buckets: Sequence[int] = DEFAULT_BUCKETS,
-      constant: str = "tokens",
+      batching: Batching = Batching(),
       in_process: bool = False):
     if examples_per_epoch < 1:
       raise ValueError(f"examples_per_epoch must be positive, got {examples_per_epoch}")
     self._make_examples = make_examples
     self._examples_per_epoch = int(examples_per_epoch)
-    self._settings = dict(batch_size=batch_size, seed=seed, batch_multiple=batch_multiple,
-                          process_index=process_index, process_count=process_count,
-                          buckets=buckets, constant=constant)
+    self._settings = dict(batch_size=batch_size, seed=seed, batching=batching)
     first = self._epoch_iterator(0)  # raises ValueError as TrainIterator does
+    # Epoch 0's layout: later epochs serve as many batches, bucket sizes alike.
+    self.layout = first.layout
     self.steps_per_epoch = first.steps_per_epoch
-    self.buckets = first.buckets
-    self.batch_sizes = first.batch_sizes
-    self.local_batch_sizes = first.local_batch_sizes
     self._seed = int(seed)
     self._epoch, self._position = 0, 0
     self._current = (0, first)
@@ -569,10 +743,10 @@ class GeneratedTrainIterator:
     """Examples generated for each epoch (chunk 0)."""
     return self._examples_per_epoch
 
-  def batch_shapes(self) -> dict[int, tuple[int, int]]:
-    """(local batch size, length) of every bucket, by bucket length."""
-    return {length: (local_size, length)
-            for length, local_size in zip(self.buckets, self.local_batch_sizes)}
+  @property
+  def shapes(self) -> list[tuple[int, int]]:
+    """(local batch size, length) of every bucket: any of them may serve in a later epoch."""
+    return list(zip(self.layout.local_batch_sizes, self.layout.buckets))
 
   def _epoch_iterator(self, epoch: int, first_chunk=None) -> TrainIterator:
     """A TrainIterator over epoch `epoch`'s examples, at the start of that epoch.
@@ -663,76 +837,31 @@ class GeneratedTrainIterator:
 class EvalBatches:
   """Re-iterable evaluation batches: every example exactly once, in a fixed order.
 
+  Buckets in order of length, examples in input order within each; the last
+  batch of each bucket is padded with masked rows. `len()` is the number of
+  batches, the same on every process.
+
   Attributes:
-    buckets: bucket lengths.
-    batch_sizes: global batch size of each bucket.
-    local_batch_sizes: this process's share of each.
-    bucket_counts: number of examples in each bucket.
+    layout: per bucket, the batch sizes and how many batches it serves.
   """
 
-  def __init__(
-      self,
-      src: np.ndarray,
-      tgt: np.ndarray,
-      *,
-      batch_size: int,
-      batch_multiple: int = 1,
-      process_index: int = 0,
-      process_count: int = 1,
-      buckets: Sequence[int] = DEFAULT_BUCKETS):
-    _check_process(process_index, process_count)
-    self._examples = _BucketedExamples(src, tgt, buckets)
-    self._process_index = process_index
-    self.buckets = self._examples.buckets
-    self.bucket_counts = self._examples.counts
-    self.batch_sizes = bucket_batch_sizes(batch_size, self.buckets, batch_multiple, process_count)
-    self.local_batch_sizes = tuple(size // process_count for size in self.batch_sizes)
-    self._batches_per_bucket = tuple(
-        -(-count // size) for count, size in zip(self.bucket_counts, self.batch_sizes))
+  def __init__(self, src: np.ndarray, tgt: np.ndarray, *, batch_size: int,
+               batching: Batching = Batching()):
+    self._examples = _BucketedExamples(src, tgt, batching.buckets)
+    self._process_index = batching.process_index
+    self.layout = batching.layout(self._examples.counts, batch_size)
 
   @property
   def num_examples(self) -> int:
     return self._examples.num_examples
 
   def __len__(self) -> int:
-    return sum(self._batches_per_bucket)
+    return self.layout.num_batches
 
   def __iter__(self) -> Iterator[Batch]:
-    for bucket, num_batches in enumerate(self._batches_per_bucket):
-      size, local_size = self.batch_sizes[bucket], self.local_batch_sizes[bucket]
+    layout = self.layout
+    for bucket, num_batches in enumerate(layout.batches_per_bucket):
+      size, local_size = layout.batch_sizes[bucket], layout.local_batch_sizes[bucket]
       for batch_number in range(num_batches):
         begin = batch_number * size + self._process_index * local_size
         yield self._examples.batch(bucket, None, begin, local_size)
-
-
-def eval_batches(
-    src: np.ndarray,
-    tgt: np.ndarray,
-    *,
-    batch_size: int,
-    batch_multiple: int = 1,
-    process_index: int = 0,
-    process_count: int = 1,
-    buckets: Sequence[int] = DEFAULT_BUCKETS) -> EvalBatches:
-  """Evaluation batches of (src, tgt); `len()` of the result is the batch count.
-
-  Args are as for `TrainIterator`; see the module docstring for the order.
-  """
-  return EvalBatches(
-      src, tgt, batch_size=batch_size, batch_multiple=batch_multiple,
-      process_index=process_index, process_count=process_count, buckets=buckets)
-
-
-def num_eval_batches(
-    src: np.ndarray,
-    tgt: np.ndarray,
-    *,
-    batch_size: int,
-    batch_multiple: int = 1,
-    process_count: int = 1,
-    buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
-  """Number of batches `eval_batches` yields (the same on every process)."""
-  bucket_of_example = assign_buckets(src, tgt, buckets)
-  counts = np.bincount(bucket_of_example, minlength=len(_check_buckets(buckets)))
-  sizes = bucket_batch_sizes(batch_size, buckets, batch_multiple, process_count)
-  return int(sum(-(-int(count) // size) for count, size in zip(counts, sizes)))

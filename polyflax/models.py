@@ -164,6 +164,7 @@ class Residual(nnx.Module):
 
 
 class EncoderLayer(nnx.Module):
+  """Self-attention over the source, then feed-forward; each in a `Residual`."""
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     self.self_attention = MultiHeadAttention(config, rngs=rngs)
@@ -178,6 +179,7 @@ class EncoderLayer(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
+  """Causal self-attention, cross-attention to the encoder, feed-forward; each in a `Residual`."""
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
     self.self_attention = MultiHeadAttention(config, rngs=rngs)
@@ -189,10 +191,23 @@ class DecoderLayer(nnx.Module):
 
   def __call__(self, x, self_keys_values, self_mask, cross_keys_values, cross_mask, *,
                deterministic, rngs=None):
-    """One decoder layer given the keys/values to attend to.
+    """One decoder layer over `x` [B, T, D].
 
-    `self_keys_values` is None for teacher forcing (keys and values come from
-    the layer's own normalised input) or a (keys, values) pair from a cache.
+    Args:
+      x: the decoder's residual stream.
+      self_keys_values: None for teacher forcing (self-attention keys and
+        values come from the sublayer's input, normalised when pre-norm), or
+        a function of that input returning the (keys, values) to attend to:
+        incremental decoding passes one that writes the new position's into
+        its cache and returns the whole cache.
+      self_mask: self-attention mask, broadcastable to [B, 1, T, L] where L
+        is the number of keys (T, or the cache length).
+      cross_keys_values: the encoder's (keys, values) for this layer, from
+        `Transformer.cross_attention_cache`.
+      cross_mask: cross-attention mask, broadcastable to [B, 1, T, S].
+
+    Returns:
+      The residual stream after the layer, [B, T, D] float32.
     """
     kw = dict(deterministic=deterministic, rngs=rngs)
 

@@ -4,16 +4,19 @@ The mesh has a single axis, `data`, with Auto axis types (jax.make_mesh now
 defaults to Explicit axes, under which embedding gathers fail to shard).
 Batches are assembled from each process's local rows with
 `jax.make_array_from_process_local_data`, so the same code serves one device,
-several devices and several processes.
+several devices and several processes. `compile_shapes` runs a step or the
+decoder once per batch shape, before the timed work.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from polyflax import input_pipeline
 
 DATA_AXIS = "data"
 
@@ -50,3 +53,18 @@ def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree on every device of the mesh."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def compile_shapes(run: Callable[[dict[str, np.ndarray]], Any],
+                   shapes: Sequence[tuple[int, int]]) -> int:
+  """Calls `run` once on a padding batch of each (local batch size, length); returns how many.
+
+  Compiles every shape a pass will use before it starts, so that the pass
+  is timed without compilation. `run` takes this process's rows of a batch
+  (`input_pipeline.padding_batch`: masked rows, so no example is touched)
+  and returns device values, which are waited for.
+  """
+  shapes = list(shapes)
+  for local_size, length in shapes:
+    jax.block_until_ready(run(input_pipeline.padding_batch(local_size, length)))
+  return len(shapes)

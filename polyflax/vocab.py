@@ -139,14 +139,6 @@ class Vocab:
   def __repr__(self) -> str:
     return f"Vocab(size={self.size})"
 
-  def token_to_id(self, token: str) -> int:
-    """The id of `token`, or the unk id."""
-    return self._token_to_id.get(token, self.unk_id)
-
-  def id_to_token(self, token_id: int) -> str:
-    """The token string of an id (specials as `<pad>` etc.)."""
-    return self.tokens[token_id]
-
   # --- Single texts. ---
 
   def encode(self, text: str, add_eos: bool = True) -> list[int]:
@@ -298,14 +290,9 @@ class Vocab:
     except ValueError as e:
       raise ValueError(f"{source} does not describe a valid vocabulary: {e}") from e
 
-  def save(self, path: str | os.PathLike) -> None:
-    """Writes `to_json()` to `path`."""
-    with open(path, "w", encoding="utf-8") as f:
-      f.write(self.to_json() + "\n")
-
   @classmethod
   def load(cls, path: str | os.PathLike) -> Vocab:
-    """Reads a vocabulary written by `save`.
+    """Reads a vocabulary file: `to_json()` output, as a run's `vocab.json` holds it.
 
     Raises:
       ValueError: naming `path` if it does not hold a valid vocabulary.

@@ -27,7 +27,7 @@ FAILURES = (("wrong_linear", "failures: linear coefficient wrong"),
 
 
 def table_rows() -> list[tuple[str, str]]:
-  """(group of `evaluate.row_groups`, what the table calls it), in table order."""
+  """(group of `scoring.row_groups`, what the table calls it), in table order."""
   rows = [("", "all lines")]
   rows += [(f"shape_{shape}", shape_name) for shape, shape_name in SHAPES]
   rows += [("shape_trig", "sin/cos/tan rows"), ("seen", "seen in training"),

@@ -17,9 +17,8 @@ import json
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
 from polyflax import events  # pylint: disable=wrong-import-position
+from polyflax import workdir as workdir_lib  # pylint: disable=wrong-import-position
 
 PANELS = (("train/loss", "training loss"), ("val/loss", "validation loss"),
           ("val/token_accuracy", "validation token accuracy"),
@@ -30,7 +29,7 @@ COLOURS = {"red": "#d62728", "orange": "#ff7f0e"}
 def steps_per_epoch(workdir: pathlib.Path, scalars: dict) -> float | None:
   """Steps per epoch of a run: the step of its validation at epoch 1, from val_check_interval."""
   try:
-    config = json.loads((workdir / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((workdir / workdir_lib.CONFIG_FILE).read_text(encoding="utf-8"))
   except (OSError, ValueError):
     return None
   validations = sorted(step for step, _ in scalars.get("val/loss", []))

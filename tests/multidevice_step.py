@@ -11,16 +11,15 @@ import sys
 num_devices, out_path = int(sys.argv[1]), sys.argv[2]
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from polyflax import config_files, sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from polyflax import config_files, experiment as experiment_lib, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 assert jax.device_count() == num_devices, jax.devices()
 config = config_files.load(config_files.TINY_CONFIG)
-experiment = train.build(config, total_steps=100)
+experiment, initial_state = experiment_lib.build(config, total_steps=100)
 rng = np.random.default_rng(0)
 batch_size, length = 16, 12
 lengths = rng.integers(4, length + 1, size=(2, batch_size))
@@ -32,7 +31,7 @@ batch = {
 }
 batch = {name: value.astype(np.int32 if name != "example_mask" else np.float32)
          for name, value in batch.items()}
-state, sums = experiment.train_step(experiment.state, sharding.put_batch(batch, experiment.mesh))
+state, sums = experiment.train_step(initial_state, sharding.put_batch(batch, experiment.mesh))
 state, sums = experiment.train_step(state, sharding.put_batch(batch, experiment.mesh))
 leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
 np.savez(out_path, loss=np.asarray(sums["loss_sum"]), token_count=np.asarray(sums["token_count"]),

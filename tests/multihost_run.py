@@ -109,7 +109,6 @@ def _worker(argv: list[str]) -> int:
   # of a comparison uses the same flags.
   os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
                              "--xla_backend_optimization_level=0")
-  sys.path.insert(0, REPO)
   with open(spec_path, encoding="utf-8") as f:
     spec = json.load(f)
 

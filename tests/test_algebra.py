@@ -258,3 +258,24 @@ def test_format_factored_matches_sympy_beyond_data_ranges(unit, a, b, c, d):
   form = algebra.parse_factored(text)
   assert form.product() == algebra.FactoredForm(unit, (a, b), (c, d)).product()
   assert algebra.format_factored(*form) == text
+
+
+def test_refactorizations_are_every_integer_factorization_of_the_product():
+  # In a box of small factors, the forms with the same product are exactly
+  # the refactorizations of any one of them (in either factor order).
+  box = [((a, b), (c, d)) for a in range(-4, 5) if a for b in range(-8, 9)
+         for c in range(-4, 5) if c for d in range(-8, 9)]
+  in_box = set(box)
+  by_product = {}
+  for first, second in box:
+    by_product.setdefault(algebra.FactoredForm("x", first, second).product_coefficients(),
+                          set()).add((first, second))
+  for first, second in box[::7]:
+    form = algebra.FactoredForm("x", first, second)
+    found = algebra.refactorizations(form, 4)
+    assert form in found
+    assert all(other.product() == form.product() for other in found)
+    pairs = {(other.first, other.second) for other in found}
+    pairs |= {(b, a) for a, b in pairs}
+    assert pairs & in_box == by_product[form.product_coefficients()]
+  assert algebra.refactorizations(algebra.FactoredForm("x", (10**50, 1), (1, 1)), 9) == []

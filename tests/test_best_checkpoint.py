@@ -17,6 +17,7 @@ import pytest
 from checkpoint_files import read_arrays
 
 from polyflax import checkpoints, cli, config_files, train
+from polyflax.run_record import RunRecord
 from polyflax.events import read_scalars
 
 KEEP_LATEST = 3
@@ -34,12 +35,19 @@ def small_state(step):
   return {"weights": jnp.full((4,), float(step), jnp.float32), "step": jnp.int32(step)}
 
 
+def record(step, val_loss=None):
+  """A run record whose validation loss is `val_loss` (None: a save without validation)."""
+  return RunRecord(model={}, iterator={"position": step}, skipped_steps=0, command="test",
+                   versions={}, devices="test", saved_at="test",
+                   validation=None if val_loss is None else {"loss": val_loss})
+
+
 def test_store_keeps_the_latest_and_the_lowest_validation_loss(tmp_path):
   losses = {1: 5.0, 2: 3.0, 3: 1.0, 4: 2.0, 5: 4.0, 6: 6.0}
   store = checkpoints.CheckpointStore(str(tmp_path), keep_latest=2)
   for step, loss in losses.items():
-    assert store.save(step, small_state(step), {"saved": step}, metrics={"val_loss": loss})
-  store.save(7, small_state(7), {"saved": 7})  # a stop-signal save: no validation
+    assert store.save(step, small_state(step), record(step, loss))
+  store.save(7, small_state(7), record(7))  # a stop-signal save: no validation
   store.close()
 
   reopened = checkpoints.CheckpointStore(str(tmp_path), read_only=True)
@@ -47,8 +55,8 @@ def test_store_keeps_the_latest_and_the_lowest_validation_loss(tmp_path):
     assert reopened.all_steps() == [3, 6, 7]  # the latest two, and the best
     assert reopened.latest_step() == 7
     assert reopened.best_step() == 3
-    state, extra = reopened.restore(3, checkpoints.abstract_like(small_state(0)))
-    assert extra == {"saved": 3}
+    state = reopened.restore(3, checkpoints.abstract_like(small_state(0)))
+    assert reopened.restore_record(3) == record(3, 1.0)
     np.testing.assert_array_equal(state["weights"], np.full((4,), 3.0, np.float32))
   finally:
     reopened.close()
@@ -57,7 +65,7 @@ def test_store_keeps_the_latest_and_the_lowest_validation_loss(tmp_path):
 def test_without_validation_figures_the_best_step_is_the_latest(tmp_path):
   store = checkpoints.CheckpointStore(str(tmp_path), keep_latest=2)
   for step in (1, 2, 3):
-    store.save(step, small_state(step), {"saved": step})
+    store.save(step, small_state(step), record(step))
   store.close()
   reopened = checkpoints.CheckpointStore(str(tmp_path), read_only=True)
   try:

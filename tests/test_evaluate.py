@@ -1,6 +1,8 @@
-"""Evaluation and prediction: scoring, batched decoding, the evaluate and predict modes.
+"""Batched decoding, and the evaluate and predict modes end to end.
 
-The end-to-end tests share one tiny run trained in-process once per module.
+The end-to-end tests share one tiny run trained in-process once per module;
+scoring and prediction's input checks have their own files (test_scoring.py,
+test_predict.py).
 """
 
 import json
@@ -10,8 +12,6 @@ import re
 import subprocess
 import sys
 
-import hypothesis
-from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +19,7 @@ import pytest
 from polyflax.events import read_scalars
 from flax import nnx
 
-from polyflax import algebra, config_files, decode, evaluate, generate, inference, input_pipeline
+from polyflax import algebra, config_files, decode, generate, inference, input_pipeline
 from polyflax import models
 from polyflax import sharding
 from polyflax import train
@@ -27,156 +27,6 @@ from polyflax import vocab as vocab_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VOCAB = vocab_lib.Vocab.default()
-
-# ---------------------------------------------------------------------------
-# score()
-
-# (factored, expanded, prediction, what the row should count as).
-SCORED_ROWS = [
-    ("(k-15)*(2*k+29)", "2*k**2-k-435", "2*k**2-k-435", "exact"),
-    ("(21-t)*(-6*t-4)", "6*t**2-122*t-84", "6*t**2-84-122*t", "printed_differently"),
-    ("2*y*(7*y-11)", "14*y**2-22*y", "14*y**2-22*y+", "unparseable"),
-    ("(17-2*i)*(i+8)", "-2*i**2+i+136", "-2*i**2+3*i+136", "wrong_linear"),
-    ("-7*sin(i)**2", "-7*sin(i)**2", "-7*sin(i)**2", "exact"),
-    ("(z+3)**2", "z**2+6*z+9", "x**2+6*x+9", "wrong_unit"),
-    ("5*(27-6*sin(j))*sin(j)", "-30*sin(j)**2+135*sin(j)", "-31*sin(j)**2+136*sin(j)",
-     "wrong_quadratic+linear"),
-]
-
-
-def test_handcrafted_rows_are_expanded_correctly():
-  for factored, expanded, _, _ in SCORED_ROWS:
-    assert algebra.expand(factored) == expanded
-
-
-def test_score_counts_exact_equivalent_and_wrong_coefficients():
-  pairs = [(factored, expanded) for factored, expanded, _, _ in SCORED_ROWS]
-  predictions = [predicted for _, _, predicted, _ in SCORED_ROWS]
-  seen = {"(k-15)*(2*k+29)=2*k**2-k-435", "2*y*(7*y-11)=14*y**2-22*y"}
-  metrics = evaluate.score(pairs, predictions, seen)
-  assert metrics["num_examples"] == 7
-  assert metrics["num_correct"] == 2
-  assert metrics["exact_match"] == pytest.approx(2 / 7)
-  assert metrics["num_equivalent"] == 3  # the two exact ones and the reordered one
-  assert metrics["equivalence"] == pytest.approx(3 / 7)
-  assert metrics["num_failures"] == 5
-  assert {name: metrics[f"failures_{name}"] for name in evaluate.FAILURE_KINDS} == {
-      "unparseable": 1, "printed_differently": 1, "wrong_unit": 1,
-      "wrong_quadratic": 1, "wrong_linear": 2, "wrong_constant": 0}
-  expected_groups = {  # group: (exact match, rows)
-      "shape_binomials": (1 / 3, 3), "shape_k_u_binomial": (0.0, 2),
-      "shape_monomial": (1.0, 1), "shape_square": (0.0, 1), "shape_trig": (0.5, 2),
-      "seen": (0.5, 2), "unseen": (0.2, 5),
-      "shape_binomials_seen": (1.0, 1), "shape_binomials_unseen": (0.0, 2),
-      "shape_k_u_binomial_seen": (0.0, 1), "shape_k_u_binomial_unseen": (0.0, 1),
-      "shape_monomial_unseen": (1.0, 1), "shape_square_unseen": (0.0, 1)}
-  for group, (exact_match, count) in expected_groups.items():
-    assert metrics[f"exact_match_{group}"] == pytest.approx(exact_match), group
-    assert metrics[f"num_examples_{group}"] == count, group
-  assert {name for name in metrics if name.startswith("num_examples_")} == {
-      f"num_examples_{group}" for group in expected_groups}
-
-
-def test_score_without_training_lines_has_no_seen_split_and_checks_lengths():
-  metrics = evaluate.score([("(z+3)**2", "z**2+6*z+9")], ["z**2+6*z+9"])
-  assert metrics["exact_match"] == 1.0
-  assert not any(name.endswith(("_seen", "_unseen")) for name in metrics)
-  with pytest.raises(ValueError, match="1 rows but 2 predictions"):
-    evaluate.score([("(z+3)**2", "z**2+6*z+9")], ["a", "b"])
-
-
-def test_failure_kinds_of_single_predictions():
-  assert evaluate.failure_kinds("2*k**2-k-435", "2*k**2-k-435") == []
-  assert evaluate.failure_kinds("2*k**2-k-435", "-k+2*k**2-435") == ["printed_differently"]
-  assert evaluate.failure_kinds("2*k**2-k-435", "2*k**2-k-436") == ["wrong_constant"]
-  assert evaluate.failure_kinds("2*k**2-k-435", "2*k**2-435") == ["wrong_linear"]
-  assert evaluate.failure_kinds("2*k**2-k-435", "") == ["unparseable"]
-  assert evaluate.failure_kinds("2*k**2-k-435", "2*k**2-k-?") == ["unparseable"]
-
-
-# ---------------------------------------------------------------------------
-# check_expression()
-
-# Pieces of near-miss inputs: the grammar's tokens, broken ones, spaces, control
-# characters, a lone surrogate, an Arabic-Indic digit and a long number.
-PIECES = ["(", ")", "*", "**", "+", "-", "2", "15", "0", "k", "x", "sin(k)", "sin(", "cos",
-          "tan(x)", " ", "\t", "\n", "=", "^", "**2", "**3", "/", "é", "\x00", "\x1b", "\u2028",
-          "\ud800", "\u0663", "9" * 15]
-nonzero_coefficients = st.integers(-9, 8).filter(bool)
-constants = st.integers(-32, 31)
-data_factored_sides = st.builds(
-    lambda unit, a, b, c, d: algebra.format_factored(unit, (a, b), (c, d)),
-    st.sampled_from(algebra.UNITS), nonzero_coefficients, constants, nonzero_coefficients,
-    constants)
-near_misses = st.one_of(
-    st.lists(st.sampled_from(PIECES), max_size=25).map("".join),
-    st.tuples(data_factored_sides, st.integers(0, 30), st.integers(0, 2),
-              st.sampled_from(PIECES)).map(
-                  lambda t: t[0][:t[1]] + t[3] + t[0][t[1] + t[2]:]))
-
-
-@hypothesis.settings(max_examples=400, deadline=None)
-@hypothesis.given(text=st.one_of(
-    st.text(max_size=150), near_misses,
-    st.text(st.characters(categories=("Cc", "Cf", "Co", "Zl", "Zp")), max_size=120)))
-def test_any_string_gives_an_expression_or_a_one_line_error(text):
-  try:
-    factored = evaluate.check_expression(text, VOCAB)
-  except evaluate.InputError as error:
-    message = str(error)
-    assert message and message.isprintable(), repr(message)  # one line, no control characters
-    assert len(message) <= evaluate.MAX_MESSAGE_CHARS
-  else:
-    # A product of two linear factors, as the data spells it, equal to the input.
-    assert algebra.format_factored(*algebra.parse_factored(factored)) == factored
-    assert algebra.parse_polynomial(factored) == algebra.parse_polynomial(text)
-    assert len(factored) <= evaluate.MAX_INPUT_CHARS
-    assert VOCAB.unk_id not in VOCAB.encode(factored)
-
-
-@hypothesis.settings(max_examples=200, deadline=None)
-@hypothesis.given(factored=data_factored_sides, data=st.data())
-def test_data_spelling_is_accepted_unchanged_even_with_spaces(factored, data):
-  tokens = algebra.tokenize(factored)[:-1]  # without the end marker
-  spaces = data.draw(st.lists(st.sampled_from(["", " ", "\t", "  "]), min_size=len(tokens) + 1,
-                              max_size=len(tokens) + 1))
-  spaced = spaces[0] + "".join(token.text + space for token, space in zip(tokens, spaces[1:]))
-  assert evaluate.check_expression(spaced, VOCAB) == factored
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("(2*k+29)*(k-15)", "(k-15)*(2*k+29)"),
-    ("k*k", "k**2"),
-    ("(3-sin(x))*sin(x)", "(3-sin(x))*sin(x)"),
-    ("sin(x)*(3-sin(x))", "(3-sin(x))*sin(x)"),
-])
-def test_other_spellings_are_rewritten_as_the_data_spells_them(text, expected):
-  assert evaluate.check_expression(text, VOCAB) == expected
-
-
-@pytest.mark.parametrize("text, reason", [
-    ("(k-15)*(2*k+29", "missing ')'"),
-    ("(k-15)*(2*x+29)", "mixed units 'k' and 'x'"),
-    ("k**3", "exponent 3"),
-    ("(k-15)**2**2", "chained exponents"),
-    ("sin(k)*k", "mixed units 'sin(k)' and 'k'"),
-    ("", "empty input"),
-    (" \t ", "empty input"),
-    ("k+1", "found a sum"),
-    ("(k-1 5)*(2*k+29)", "expected ')' but found '5'"),
-    ("(k+1)*(k+2)*(k+3)", "not a product of two linear factors"),
-    ("0*k*(k+1)", "not a product of two linear factors"),
-    ("(k-1)*(k+\x1b[2J1)", "unknown token '\\x1b'"),
-    ("(k\u22121)*(k+1)", "unknown token '\u2212'"),
-    ("(99999999*k-99999999)*(k+99999999)", "longer than any factored side"),
-    ("(" * 1_000_000, "1,000,000 characters is too long"),
-])
-def test_near_misses_are_refused_with_the_reason(text, reason):
-  with pytest.raises(evaluate.InputError) as refused:
-    evaluate.check_expression(text, VOCAB)
-  assert reason in str(refused.value)
-  assert str(refused.value).isprintable()
-
 
 # ---------------------------------------------------------------------------
 # Decoder: buckets, batches and row order.
@@ -200,7 +50,8 @@ def test_bucketed_batched_decoding_returns_every_row_in_order(caplog):
   source_ids[np.arange(16)[None] >= lengths[:, None]] = 0
   source_ids[np.arange(45), lengths - 1] = VOCAB.eos_id
   mesh = sharding.make_mesh()
-  decoder = decode.Decoder(graphdef, params, VOCAB, mesh, max_len=16, buckets=(8, 16))
+  decoder = decode.Decoder(graphdef, params, VOCAB, mesh, max_len=16,
+                           batching=input_pipeline.Batching(buckets=(8, 16)))
   with jax.log_compiles(True), caplog.at_level(logging.WARNING):
     decoder.warm_up(source_ids, batch_size=8)
     warm_up_compilations = decode_compilations(caplog.records)
@@ -219,17 +70,19 @@ def test_bucketed_batched_decoding_returns_every_row_in_order(caplog):
 
 
 def test_batches_shrink_to_fit_a_small_set_but_never_multiply():
-  decoder = decode.Decoder(None, None, VOCAB, sharding.make_mesh(), max_len=32)
+  decoder = decode.Decoder(None, None, VOCAB, sharding.make_mesh(), max_len=32,
+                           batching=input_pipeline.Batching())
   factored = [line.split("=")[0] for line in generate.generate_lines(300, seed=0)]
   source_ids = VOCAB.encode_batch(factored, 32)
   full = decoder.batches(source_ids, 4096)
-  assert len(full) == sum(count > 0 for count in full.bucket_counts)  # one batch per bucket
-  assert sum(full.batch_sizes) < 2 * 300  # not 4096 * (32 / 12 + 32 / 16 + 32 / 20 + 1)
-  for count, size in zip(full.bucket_counts, full.batch_sizes):
+  layout = full.layout
+  assert len(full) == sum(count > 0 for count in layout.bucket_counts)  # one batch per bucket
+  assert sum(layout.batch_sizes) < 2 * 300  # not 4096 * (32 / 12 + 32 / 16 + 32 / 20 + 1)
+  for count, size in zip(layout.bucket_counts, layout.batch_sizes):
     assert size >= count
   for batch_size in (8, 64, 256):
-    expected = input_pipeline.num_eval_batches(source_ids, np.zeros_like(source_ids),
-                                               batch_size=batch_size, buckets=decoder.buckets)
+    expected = len(decoder.batching.eval_batches(source_ids, np.zeros_like(source_ids),
+                                                 batch_size=batch_size))
     assert len(decoder.batches(source_ids, batch_size)) == expected
 
 
@@ -360,16 +213,25 @@ def test_predict_mode_refuses_a_malformed_expression_in_one_line(tiny_run):
   assert line.startswith("error: unknown token '\\x1b'"), line
 
 
-def test_predict_mode_reads_standard_input_line_by_line(tiny_run, expand_in_process):
+def test_predict_mode_answers_each_line_of_standard_input_in_its_place(tiny_run,
+                                                                     expand_in_process):
   stdin = (b"(k-15)*(2*k+29)\n\n\xff\xfe\nk**3\n" + b"(" * 100_000 + b"\n"
            + b" sin(k) * ( 3 - sin(k) )\r\n")
   result = run_main(tiny_run, "--mode=predict", stdin=stdin)
   stderr = result.stderr.decode()
   assert result.returncode == 1
   assert "Traceback" not in stderr
-  assert len(result.stdout.decode().splitlines()) == 2
+  answers = result.stdout.decode().split("\n")
+  assert answers[-1] == "" and len(answers) == 7, answers  # one line per input line
+  assert answers[1] == ""  # an empty line for an empty one
+  assert [answer.startswith("error: ") for answer in answers[:6]] == [
+      False, False, True, True, True, False]
+  assert answers[0] and answers[5]
+  assert "exponent 3" in answers[3] and "too long" in answers[4]
   errors = stderr.splitlines()
-  assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), errors
-  assert "exponent 3" in errors[1] and "too long" in errors[2]
-  assert result.stdout.decode().splitlines() == [expand_in_process("(k-15)*(2*k+29)"),
-                                                 expand_in_process("(3-sin(k))*sin(k)")]
+  assert [error.split(":")[:2] for error in errors] == [
+      ["error", " line 3"], ["error", " line 4"], ["error", " line 5"]], errors
+  assert errors[1] == "error: line 4: " + answers[3][len("error: "):]
+  # The answers are the decoder's own, in the data's spelling.
+  assert [answers[0], answers[5]] == [expand_in_process("(k-15)*(2*k+29)"),
+                                      expand_in_process("(3-sin(k))*sin(k)")]

@@ -438,6 +438,18 @@ def test_unknown_config_field_is_one_error_line(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_config_file_that_cannot_be_read_is_one_error_line(tmp_path):
+  configs = "(configs/ holds best.py, cpu.py, default.py, orange.py, tiny.py)"
+  for config, overrides, reason in [
+      ("configs/tiyn.py", [], "No such file or directory"),
+      (tmp_path, ["--config.batch_size=8"], "Is a directory"),  # an override used to crash
+  ]:
+    result = run_main("--config", config, "--workdir", tmp_path / "run", *overrides)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: --config {config}: {reason} {configs}"]
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_invalid_configs_are_refused_before_anything_runs(tmp_path, capsys):
   fresh = tmp_path / "inputs"
   fresh.mkdir()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from polyflax import input_pipeline
+from polyflax.input_pipeline import Batching
 from polyflax.vocab import Vocab
 
 EOS = 2
@@ -106,8 +107,8 @@ def test_bucket_batch_sizes_keep_tokens_per_batch():
 def test_train_batch_sizes_are_multiples(batch_multiple, process_count):
   src, tgt = _synthetic(3000)
   iterator = input_pipeline.TrainIterator(
-      src, tgt, batch_size=40, seed=1, batch_multiple=batch_multiple,
-      process_count=process_count)
+      src, tgt, batch_size=40, seed=1,
+      batching=Batching(batch_multiple=batch_multiple, process_count=process_count))
   for batch in _take(iterator, iterator.steps_per_epoch):
     global_size = batch["inputs"].shape[0] * process_count
     assert global_size % batch_multiple == 0 and global_size % 8 == 0
@@ -127,9 +128,10 @@ def test_epoch_covers_every_example_at_most_once(drop_remainder):
     assert np.unique(seen).size == seen.size
     if drop_remainder:
       assert all(b["example_mask"].all() for b in batches)
-      expected = sum(n // b * b for n, b in zip(iterator.bucket_counts, iterator.batch_sizes))
+      layout = iterator.layout
+      expected = sum(n // b * b for n, b in zip(layout.bucket_counts, layout.batch_sizes))
       assert seen.size == expected
-      assert seen.size > 1000 - sum(iterator.batch_sizes)
+      assert seen.size > 1000 - sum(layout.batch_sizes)
     else:
       np.testing.assert_array_equal(np.sort(seen), np.arange(1000))
   assert iterator.epoch == 2
@@ -141,7 +143,7 @@ def test_batches_of_all_buckets_are_interleaved():
   lengths = [b["inputs"].shape[1] for b in _take(iterator, iterator.steps_per_epoch)]
   assert set(lengths) == set(BUCKETS)
   assert lengths != sorted(lengths) and lengths != sorted(lengths, reverse=True)
-  assert set(iterator.batch_shapes()) == set(BUCKETS)
+  assert {length for _, length in iterator.shapes} == set(BUCKETS)
 
 
 def test_same_seed_and_epoch_give_same_batches_other_epochs_differ():
@@ -205,12 +207,13 @@ def test_set_state_rejects_bad_states(state):
 @pytest.mark.parametrize("drop_remainder", [True, False])
 def test_process_slices_concatenate_to_single_process_batch(process_count, drop_remainder):
   src, tgt = _synthetic(900)
-  settings = dict(batch_size=32, seed=5, batch_multiple=process_count,
-                  drop_remainder=drop_remainder)
-  single = input_pipeline.TrainIterator(src, tgt, **settings)
+  settings = dict(batch_size=32, seed=5, drop_remainder=drop_remainder)
+  single = input_pipeline.TrainIterator(src, tgt, batching=Batching(batch_multiple=process_count),
+                                        **settings)
   shards = [
       input_pipeline.TrainIterator(
-          src, tgt, process_index=p, process_count=process_count, **settings)
+          src, tgt, batching=Batching(batch_multiple=process_count, process_index=p,
+                                      process_count=process_count), **settings)
       for p in range(process_count)]
   num_batches = single.steps_per_epoch + 3  # into the second epoch
   assert all(shard.steps_per_epoch == single.steps_per_epoch for shard in shards)
@@ -230,27 +233,31 @@ def test_empty_epoch_is_an_error():
 def test_bad_arguments():
   src, tgt = _synthetic(50)
   with pytest.raises(ValueError, match="process_index"):
-    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0, process_index=2, process_count=2)
+    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0,
+                                 batching=Batching(process_index=2, process_count=2))
   with pytest.raises(ValueError, match="seed"):
     input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=-1)
   with pytest.raises(ValueError, match="different numbers"):
     input_pipeline.TrainIterator(src, tgt[:-1], batch_size=8, seed=0)
   with pytest.raises(ValueError, match="buckets"):
-    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0, buckets=(16, 12, 32))
+    input_pipeline.TrainIterator(src, tgt, batch_size=8, seed=0,
+                                 batching=Batching(buckets=(16, 12, 32)))
 
 
 def test_eval_batches_count_each_example_once():
   src, tgt = _synthetic(1000)
-  batches = input_pipeline.eval_batches(src, tgt, batch_size=24)
+  batches = Batching().eval_batches(src, tgt, batch_size=24)
   listed = list(batches)
-  assert len(listed) == len(batches) == input_pipeline.num_eval_batches(src, tgt, batch_size=24)
+  counts = Batching().count_per_bucket(src, tgt)
+  assert len(listed) == len(batches) == Batching().layout(counts, 24).num_batches
   for batch in listed:
     _check_batch_content(batch, src, tgt)
   seen = np.concatenate([b["index"][b["example_mask"] == 1] for b in listed])
   np.testing.assert_array_equal(np.sort(seen), np.arange(1000))
   # Only the last batch of each bucket is padded, and only by what is missing.
   padding = sum(int((b["example_mask"] == 0).sum()) for b in listed)
-  assert padding == sum(-n % size for n, size in zip(batches.bucket_counts, batches.batch_sizes))
+  assert padding == sum(-n % size for n, size in zip(batches.layout.bucket_counts,
+                                                     batches.layout.batch_sizes))
   for batch in listed:
     assert np.all(batch["index"][batch["example_mask"] == 0] == -1)
   # Deterministic: buckets in order of length, file order inside a bucket.
@@ -266,11 +273,10 @@ def test_eval_batches_count_each_example_once():
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_eval_process_slices_concatenate(process_count):
   src, tgt = _synthetic(500)
-  single = list(input_pipeline.eval_batches(src, tgt, batch_size=16, batch_multiple=process_count))
+  single = list(Batching(batch_multiple=process_count).eval_batches(src, tgt, batch_size=16))
   shards = [
-      list(input_pipeline.eval_batches(
-          src, tgt, batch_size=16, batch_multiple=process_count,
-          process_index=p, process_count=process_count))
+      list(Batching(batch_multiple=process_count, process_index=p,
+                    process_count=process_count).eval_batches(src, tgt, batch_size=16))
       for p in range(process_count)]
   assert all(len(shard) == len(single) for shard in shards)
   for step, whole in enumerate(single):
@@ -285,7 +291,7 @@ def test_pipeline_on_encoded_lines():
   factored, expanded = zip(*(line.split("=") for line in lines))
   src, tgt = vocab.encode_batch(factored, 32), vocab.encode_batch(expanded, 32)
   decoded = {}
-  for batch in input_pipeline.eval_batches(src, tgt, batch_size=8):
+  for batch in Batching().eval_batches(src, tgt, batch_size=8):
     for row, index in enumerate(batch["index"]):
       if index >= 0:
         decoded[int(index)] = (vocab.decode(batch["inputs"][row]) + "=" +
@@ -346,7 +352,8 @@ def test_constant_examples_gives_every_bucket_the_same_batch():
   assert input_pipeline.bucket_batch_sizes(100, BUCKETS, batch_multiple=3,
                                            constant="examples") == (96,) * 4
   src, tgt = _synthetic(5000)
-  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=64, seed=0, constant="examples")
+  iterator = input_pipeline.TrainIterator(src, tgt, batch_size=64, seed=0,
+                                          batching=Batching(constant="examples"))
   shapes = {batch["inputs"].shape for batch in _take(iterator, iterator.steps_per_epoch)}
   assert {size for size, _ in shapes} == {64}
   assert {length for _, length in shapes} == set(BUCKETS)
@@ -367,8 +374,8 @@ def _made_calls():
 
 def _generated(process_index=0, process_count=1, **kwargs):
   make_examples, calls = _made_calls()
-  settings = dict(examples_per_epoch=600, batch_size=16, seed=3, process_index=process_index,
-                  process_count=process_count, in_process=True)
+  settings = dict(examples_per_epoch=600, batch_size=16, seed=3, in_process=True,
+                  batching=Batching(process_index=process_index, process_count=process_count))
   settings.update(kwargs)
   return input_pipeline.GeneratedTrainIterator(make_examples, **settings), calls
 
@@ -457,3 +464,33 @@ def test_generated_stream_made_in_a_worker_process_serves_the_same_batches():
   _assert_batches_equal(_take(here, count), _take(worker, count))
   here.close()
   worker.close()
+
+
+def test_both_training_streams_are_training_streams_with_one_layout():
+  src, tgt = _synthetic(600)
+  batching = Batching(constant="examples")
+  split = batching.train_iterator(src, tgt, batch_size=16, seed=3)
+  generated = batching.generated_iterator(_made_calls()[0], examples_per_epoch=600,
+                                          batch_size=16, seed=3, in_process=True)
+  for stream in (split, generated):
+    assert isinstance(stream, input_pipeline.TrainingStream)
+  # Epoch 0 of the generated stream is these very examples: the same layout.
+  assert split.layout == generated.layout
+  assert split.steps_per_epoch == split.layout.num_batches == generated.steps_per_epoch
+  assert split.layout.batch_sizes == (16,) * 4
+  # The generated stream compiles every bucket: a later epoch may fill any.
+  assert generated.shapes == [(16, length) for length in BUCKETS]
+  generated.close()
+
+
+def test_batching_of_a_config_takes_its_buckets_constant_and_the_mesh():
+  import jax  # pylint: disable=g-import-not-at-top
+  from polyflax import config_files, sharding  # pylint: disable=g-import-not-at-top
+  config = config_files.load(config_files.REPO / "configs" / "cpu.py")
+  batching = input_pipeline.batching(config, sharding.make_mesh())
+  assert batching == Batching(buckets=tuple(config.length_buckets), constant="examples",
+                              batch_multiple=jax.device_count(), process_index=0,
+                              process_count=1)
+  assert input_pipeline.batching(config, sharding.make_mesh(), buckets=(32,)).buckets == (32,)
+  with pytest.raises(ValueError, match="constant"):
+    Batching(constant="bytes")

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
+from polyflax import fileio
 from polyflax import vocab as vocab_lib
 from polyflax.vocab import Vocab
 
@@ -82,19 +83,19 @@ def test_real_lines_round_trip(vocab, real_dev_lines):
 
 def test_encode_without_eos(vocab):
   ids = vocab.encode("x**2", add_eos=False)
-  assert ids == [vocab.token_to_id("x"), vocab.token_to_id("**"), vocab.token_to_id("2")]
+  assert ids == [vocab.tokens.index("x"), vocab.tokens.index("**"), vocab.tokens.index("2")]
 
 
 def test_unknown_characters(vocab):
   ids = vocab.encode("2*w+\u00e9=")
-  assert ids == [vocab.token_to_id("2"), vocab.token_to_id("*"), vocab.unk_id,
-                 vocab.token_to_id("+"), vocab.unk_id, vocab.unk_id, vocab.eos_id]
+  assert ids == [vocab.tokens.index("2"), vocab.tokens.index("*"), vocab.unk_id,
+                 vocab.tokens.index("+"), vocab.unk_id, vocab.unk_id, vocab.eos_id]
   assert vocab.decode(ids) == "2*?+??"
   np.testing.assert_array_equal(vocab.encode_batch(["2*w+\u00e9="], 8)[0], ids + [0])
 
 
 def test_decode_stops_at_eos_and_skips_pad_and_bos(vocab):
-  x, two = vocab.token_to_id("x"), vocab.token_to_id("2")
+  x, two = vocab.tokens.index("x"), vocab.tokens.index("2")
   ids = [vocab.bos_id, x, vocab.pad_id, two, vocab.eos_id, x, x]
   assert vocab.decode(ids) == "x2"
   assert vocab.decode(np.array(ids, dtype=np.int32)) == "x2"
@@ -124,7 +125,7 @@ def test_encode_batch_across_text_boundaries(vocab):
 def test_encode_batch_shape_dtype_and_padding(vocab):
   batch = vocab.encode_batch(["x", "(x+1)**2"], 10)
   assert batch.shape == (2, 10) and batch.dtype == np.int32
-  assert batch[0].tolist() == [vocab.token_to_id("x"), vocab.eos_id] + [0] * 8
+  assert batch[0].tolist() == [vocab.tokens.index("x"), vocab.eos_id] + [0] * 8
   assert vocab.encode_batch([], 5).shape == (0, 5)
 
 
@@ -145,7 +146,7 @@ def test_json_round_trip(vocab, tmp_path):
   assert json.loads(vocab.to_json()) == list(vocab.tokens)
   assert Vocab.from_json(vocab.to_json()) == vocab
   path = tmp_path / "vocab.json"
-  vocab.save(path)
+  fileio.write_text_atomic(path, vocab.to_json())  # as a run writes its vocab.json
   loaded = Vocab.load(path)
   assert loaded == vocab
   line = "(21-t)*(-6*t-4)"

@@ -1,0 +1,111 @@
+"""What a training checkpoint records beside its state, and where a model came from.
+
+`RunRecord` is the JSON item of every checkpoint (`checkpoints.py` writes
+and reads it, and nothing else does): the data iterator's position, the
+steps skipped so far, the model fingerprint, the command, versions and
+devices of the run, when it was saved, and the validation figures of the
+step when it was a validation step. An exported model's card (`model.json`)
+carries the same fields (`RunRecord.card_fields` / `from_card`), so
+evaluation reads one type whichever folder it is given.
+
+`command_line`, `versions`, `devices` and `now` describe the running
+process; a record and an export card are stamped with them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import platform
+import shlex
+import sys
+from importlib import metadata
+from typing import Any, Mapping
+
+# The libraries whose versions a record carries.
+_VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+  """The JSON item of a training checkpoint (see the module docstring)."""
+  model: dict  # the model fingerprint (model_setup.model_fingerprint)
+  iterator: dict  # the training stream's state (input_pipeline), to resume at the next batch
+  skipped_steps: int  # steps skipped for a non-finite loss, so far
+  command: str  # the command that trained the run
+  versions: dict  # python and library versions (`versions`)
+  devices: str  # e.g. "1 x cpu"
+  saved_at: str  # ISO 8601, UTC
+  validation: dict | None = None  # the validation metrics of this step, if it validated
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, saved: Mapping[str, Any]) -> "RunRecord":
+    """The record of a checkpoint's JSON item.
+
+    Raises:
+      ValueError: one line naming the fields that are missing or of the wrong type.
+    """
+    missing = [field.name for field in dataclasses.fields(cls)
+               if field.name not in saved and field.name != "validation"]
+    if missing:
+      raise ValueError(f"the record lacks {', '.join(missing)} (written by another version?)")
+    record = cls(**{field.name: saved.get(field.name) for field in dataclasses.fields(cls)})
+    wrong = [name for name, kind in (("model", dict), ("iterator", dict), ("skipped_steps", int))
+             if not isinstance(getattr(record, name), kind)]
+    if wrong:
+      raise ValueError(f"the record's {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} "
+                       "not of the expected type")
+    return record
+
+  def card_fields(self) -> dict:
+    """What an exported model's card (model.json) carries of the record."""
+    return {"validation": self.validation or {}, "iterator": self.iterator,
+            "model": self.model, "trained_with": {
+                "command": self.command, "versions": self.versions, "devices": self.devices,
+                "saved_at": self.saved_at, "skipped_steps": self.skipped_steps}}
+
+  @classmethod
+  def from_card(cls, card: Mapping[str, Any]) -> "RunRecord":
+    """The record an exported model's card carries (see `card_fields`).
+
+    Raises:
+      ValueError: one line naming what the card lacks.
+    """
+    trained_with = card.get("trained_with")
+    if not isinstance(trained_with, Mapping):
+      raise ValueError("the card has no 'trained_with' record")
+    # Cards exported before skipped steps were carried have none.
+    return cls.from_json(dict(trained_with, skipped_steps=trained_with.get("skipped_steps", 0),
+                              model=card.get("model"), iterator=card.get("iterator"),
+                              validation=card.get("validation") or None))
+
+
+def command_line() -> str:
+  """This process's command, as a shell would take it back (`python main.py ...`)."""
+  argv = list(sys.argv)
+  return shlex.join((["python"] if argv and argv[0].endswith(".py") else []) + argv)
+
+
+def versions() -> dict:
+  """Versions of Python and of the libraries a model depends on (None: not installed)."""
+  found = {"python": platform.python_version()}
+  for package in _VERSIONED_PACKAGES:
+    try:
+      found[package] = metadata.version(package)
+    except metadata.PackageNotFoundError:
+      found[package] = None
+  return found
+
+
+def devices() -> str:
+  """The devices jax computes on, e.g. "8 x NVIDIA H200"."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+
+
+def now() -> str:
+  """The current time, UTC, ISO 8601 to the second."""
+  return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

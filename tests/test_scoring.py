@@ -1,0 +1,84 @@
+"""Scoring: exact match, equivalence, row groups and failure kinds of decoded rows."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from polyflax import algebra, scoring
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------
+# score()
+
+# (factored, expanded, prediction, what the row should count as).
+SCORED_ROWS = [
+    ("(k-15)*(2*k+29)", "2*k**2-k-435", "2*k**2-k-435", "exact"),
+    ("(21-t)*(-6*t-4)", "6*t**2-122*t-84", "6*t**2-84-122*t", "printed_differently"),
+    ("2*y*(7*y-11)", "14*y**2-22*y", "14*y**2-22*y+", "unparseable"),
+    ("(17-2*i)*(i+8)", "-2*i**2+i+136", "-2*i**2+3*i+136", "wrong_linear"),
+    ("-7*sin(i)**2", "-7*sin(i)**2", "-7*sin(i)**2", "exact"),
+    ("(z+3)**2", "z**2+6*z+9", "x**2+6*x+9", "wrong_unit"),
+    ("5*(27-6*sin(j))*sin(j)", "-30*sin(j)**2+135*sin(j)", "-31*sin(j)**2+136*sin(j)",
+     "wrong_quadratic+linear"),
+]
+
+
+def test_handcrafted_rows_are_expanded_correctly():
+  for factored, expanded, _, _ in SCORED_ROWS:
+    assert algebra.expand(factored) == expanded
+
+
+def test_score_counts_exact_equivalent_and_wrong_coefficients():
+  pairs = [(factored, expanded) for factored, expanded, _, _ in SCORED_ROWS]
+  predictions = [predicted for _, _, predicted, _ in SCORED_ROWS]
+  seen = {"(k-15)*(2*k+29)=2*k**2-k-435", "2*y*(7*y-11)=14*y**2-22*y"}
+  metrics = scoring.score(pairs, predictions, seen)
+  assert metrics["num_examples"] == 7
+  assert metrics["num_correct"] == 2
+  assert metrics["exact_match"] == pytest.approx(2 / 7)
+  assert metrics["num_equivalent"] == 3  # the two exact ones and the reordered one
+  assert metrics["equivalence"] == pytest.approx(3 / 7)
+  assert metrics["num_failures"] == 5
+  assert {name: metrics[f"failures_{name}"] for name in scoring.FAILURE_KINDS} == {
+      "unparseable": 1, "printed_differently": 1, "wrong_unit": 1,
+      "wrong_quadratic": 1, "wrong_linear": 2, "wrong_constant": 0}
+  expected_groups = {  # group: (exact match, rows)
+      "shape_binomials": (1 / 3, 3), "shape_k_u_binomial": (0.0, 2),
+      "shape_monomial": (1.0, 1), "shape_square": (0.0, 1), "shape_trig": (0.5, 2),
+      "seen": (0.5, 2), "unseen": (0.2, 5),
+      "shape_binomials_seen": (1.0, 1), "shape_binomials_unseen": (0.0, 2),
+      "shape_k_u_binomial_seen": (0.0, 1), "shape_k_u_binomial_unseen": (0.0, 1),
+      "shape_monomial_unseen": (1.0, 1), "shape_square_unseen": (0.0, 1)}
+  for group, (exact_match, count) in expected_groups.items():
+    assert metrics[f"exact_match_{group}"] == pytest.approx(exact_match), group
+    assert metrics[f"num_examples_{group}"] == count, group
+  assert {name for name in metrics if name.startswith("num_examples_")} == {
+      f"num_examples_{group}" for group in expected_groups}
+
+
+def test_score_without_training_lines_has_no_seen_split_and_checks_lengths():
+  metrics = scoring.score([("(z+3)**2", "z**2+6*z+9")], ["z**2+6*z+9"])
+  assert metrics["exact_match"] == 1.0
+  assert not any(name.endswith(("_seen", "_unseen")) for name in metrics)
+  with pytest.raises(ValueError, match="1 rows but 2 predictions"):
+    scoring.score([("(z+3)**2", "z**2+6*z+9")], ["a", "b"])
+
+
+def test_failure_kinds_of_single_predictions():
+  assert scoring.failure_kinds("2*k**2-k-435", "2*k**2-k-435") == []
+  assert scoring.failure_kinds("2*k**2-k-435", "-k+2*k**2-435") == ["printed_differently"]
+  assert scoring.failure_kinds("2*k**2-k-435", "2*k**2-k-436") == ["wrong_constant"]
+  assert scoring.failure_kinds("2*k**2-k-435", "2*k**2-435") == ["wrong_linear"]
+  assert scoring.failure_kinds("2*k**2-k-435", "") == ["unparseable"]
+  assert scoring.failure_kinds("2*k**2-k-435", "2*k**2-k-?") == ["unparseable"]
+
+
+def test_scoring_needs_neither_jax_nor_the_model():
+  code = ("import sys; from polyflax import scoring; "
+          "print(sorted({'jax', 'polyflax.decode', 'polyflax.inference'} & set(sys.modules)))")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=True)
+  assert result.stdout.strip() == "[]"
