@@ -190,9 +190,12 @@ def test_evaluate_mode_on_a_file_of_real_lines_with_beam_search(tiny_run, tmp_pa
 def expand_in_process(tiny_run):
   """Expands one data-spelt expression with the tiny run's best checkpoint, in this process."""
   data_dir, workdir = tiny_run
-  model = inference.restore_for_inference(tiny_config(data_dir), str(workdir))
+  config = tiny_config(data_dir)
+  model = inference.restore_for_inference(config, str(workdir))
   decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
-                           max_len=model.model_cfg.max_len, buckets=(model.model_cfg.max_len,))
+                           max_len=model.model_cfg.max_len,
+                           batching=input_pipeline.batching(config, model.mesh,
+                                                            buckets=(model.model_cfg.max_len,)))
   return lambda factored: decoder.decode_texts([factored], batch_size=1)[0]
 
 
