@@ -1,75 +1,11 @@
-"""Trains, evaluates or queries a polyflax model.
+"""Trains, evaluates or queries a polyflax model: the `polyflax` command, run from a checkout.
 
   python main.py --config configs/default.py --workdir runs/red
-  python main.py --config configs/default.py --workdir runs/red --mode=evaluate
-  python main.py --config configs/default.py --workdir runs/red --mode=predict --expr "(k-15)*(2*k+29)"
-  python main.py --config configs/default.py --workdir runs/red --mode=export \
-      --config.export.dir=checkpoints/red
 
-evaluate and predict also accept an exported model folder as --workdir.
-
-Any config field can be overridden, e.g. --config.batch_size=256.
-
-Training stops cleanly on SIGTERM or Ctrl-C: it saves a checkpoint at the
-current step and exits with status 128 + the signal (143, 130); running the
-same command again resumes from it, as it does after a crash or kill -9. Bad
-configs, data files, checkpoints and workdirs exit with status 2 and one line
-`error: ...` (see polyflax/cli.py).
+The flags, their parsing and --help live in polyflax/command.py.
 """
 
-import re
-import signal
-import sys
-
-from absl import app
-from absl import flags
-from absl import logging
-from ml_collections import config_flags
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, evaluation.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to do.")
-flags.DEFINE_string("expr", None, "predict: one factored expression (default: read stdin).")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def parse_flags(argv):
-  """Parses the flags; a --config.<field> the config lacks is one error line, status 2.
-
-  Other flag errors keep absl's message and status 1.
-  """
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError) as error:
-    # ml_collections raises these (not a flags error) for an unknown field.
-    texts, cause = [], error
-    while isinstance(cause, (AttributeError, KeyError)):
-      texts.append(str(cause.args[0]) if cause.args else "")
-      cause = cause.__context__
-    field = texts[-1].strip("'\"")  # the innermost KeyError holds the bare name
-    overrides = [arg[2:].split("=", 1)[0] for arg in argv[1:] if arg.startswith("--config.")]
-    flag = next((o for o in overrides if field in o.split(".")[1:]), None)
-    hint = next((m.group(0) for m in map(re.compile(r"Did you mean [^?]*\?").search, texts)
-                 if m), None)
-    print(f"error: --{flag or 'config'}: no such field in the config"
-          + (f" ({hint})" if hint else "")
-          + "; the --config file lists the fields", file=sys.stderr)
-    sys.exit(2)
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  try:
-    from polyflax import cli  # pylint: disable=g-import-not-at-top
-    return cli.run(FLAGS.mode, FLAGS.config, FLAGS.workdir, expr=FLAGS.expr)
-  except KeyboardInterrupt:  # Ctrl-C before training took over SIGINT: nothing to save
-    print("interrupted", file=sys.stderr)
-    return 128 + signal.SIGINT
-
+from polyflax import command
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  command.run()

@@ -4,11 +4,8 @@ Usage: python bench/bench_generate.py [--n 1000000] [--seed 0] [--repeats 3]
 """
 
 import argparse
-import pathlib
 import sys
 import time
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from polyflax import generate  # pylint: disable=wrong-import-position
 

@@ -16,13 +16,9 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
   os.environ.setdefault(_variable, "1")
 
 import argparse
-import pathlib
-import sys
 import time
 
 import numpy as np
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from polyflax import input_pipeline  # pylint: disable=g-import-not-at-top
 from polyflax.vocab import Vocab  # pylint: disable=g-import-not-at-top

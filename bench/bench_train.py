@@ -16,11 +16,7 @@ figures; `--profile DIR` traces a few more steps with jax's profiler.
 
 import argparse
 import json
-import os
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position

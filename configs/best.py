@@ -1,10 +1,10 @@
-"""The accuracy recipe for one GPU: the most exact match under the 5M cap in about 7 minutes.
+"""The accuracy recipe for one GPU: the most exact match under the 5M cap in a few minutes.
 
 Aim: beat the best published model on real held-out lines with at most 10
 minutes of training on one H100/H200 (the figures: docs/results.md). Every
 choice below is reasoned from what is known of the task.
-scripts/gpu_runs.sh sizes max_steps to the training speed it measures
-(BEST_SECONDS, 420 s by default).
+scripts/gpu_runs.sh sizes max_steps to the time its lease leaves, at the
+training speed bench/bench_train.py measures for this config.
 """
 
 from configs import default
@@ -64,8 +64,6 @@ def get_config():
   config.eval_batch_size = 4096
 
   # --- evaluation ----------------------------------------------------------------
-  # Twice red's decoding batch, for the GPU's throughput. gpu_runs.sh scores
-  # best greedily and with beam 4; beam search can only help where the greedy
-  # path's first wrong digit is not the most probable.
+  # Twice red's decoding batch, for the GPU's throughput.
   config.eval.batch_size = 8192
   return config

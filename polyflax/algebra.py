@@ -20,6 +20,7 @@ checking them on samples.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import NamedTuple
 
@@ -474,6 +475,35 @@ def _parse_factored_general(text: str) -> FactoredForm:
     (a, b), (c, d) = (c, d), (a, b)
   a, b = a * scale, b * scale
   return FactoredForm(parser.unit, (a, b), (c, d))
+
+
+def refactorizations(form: FactoredForm, max_unit_coefficient: int) -> list[FactoredForm]:
+  """Every way of writing `form`'s product as (a*u+b)*(c*u+d) with |a|, |c| <= the bound.
+
+  A product of two linear factors with integer coefficients has no other
+  such factors than its own with their integer contents and signs shared
+  out differently (Gauss's lemma: the factors' primitive parts are unique up
+  to sign): `(2*x+4)*(x+1)` is also `(x+2)*(2*x+2)` and `(-x-2)*(-2*x-2)`.
+  These are listed with the factors in `form`'s order (so a factor without
+  constant stays first), `form` among them when it fits the bound. The bound
+  keeps the list short: the contents multiply to at most its square.
+  """
+  (a, b), (c, d) = form.first, form.second
+  if a * c == 0 or abs(a * c) > max_unit_coefficient**2:
+    return []
+  first_content, second_content = math.gcd(a, b), math.gcd(c, d)
+  p, q = (a // first_content, b // first_content), (c // second_content, d // second_content)
+  content = first_content * second_content
+  forms = []
+  for s in range(1, content + 1):
+    if content % s:
+      continue
+    t = content // s
+    for sign in (1, -1):
+      first, second = (sign * s * p[0], sign * s * p[1]), (sign * t * q[0], sign * t * q[1])
+      if abs(first[0]) <= max_unit_coefficient and abs(second[0]) <= max_unit_coefficient:
+        forms.append(FactoredForm(form.unit, first, second))
+  return forms
 
 
 # ---------------------------------------------------------------------------

@@ -9,6 +9,8 @@ Each checkpoint step holds two items:
     position, model fingerprint, validation figures, the command and
     versions that trained it), written by `save` and read by
     `restore_record`, the one place each.
+Orbax adds a third, `metrics`: the step's validation loss (none for a save
+without validation), which ranks the steps for `best_step` and retention.
 
 An exported model holds its parameters alone, written by `save_params` and
 read by `restore_params`.
@@ -23,6 +25,7 @@ as a one-line `CheckpointError` naming the step folder.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -170,6 +173,11 @@ def restore_params(directory: str, abstract_params: Any) -> Any:
                           f"or written for another model?): {one_line(error)}") from error
 
 
+def _validation_loss(metrics: Mapping[str, float]) -> float:
+  """What ranks a step's saved metrics: its validation loss (+inf for a save without one)."""
+  return float(metrics.get(BEST_METRIC, math.inf))
+
+
 class CheckpointStore:
   """Keeps the latest `keep_latest` checkpoints and the one best by validation loss."""
 
@@ -177,11 +185,17 @@ class CheckpointStore:
     self.directory = os.path.abspath(directory)
     policy = preservation.AnyPreservationPolicy([
         preservation.LatestN(n=keep_latest),
-        preservation.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC],
-                           reverse=True, n=1, keep_checkpoints_without_metrics=False),
+        preservation.BestN(get_metric_fn=_validation_loss, reverse=True, n=1,
+                           keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy,
+        # Orbax writes each step's metrics to disk only when `best_fn` is set.
+        # Without them a store opened later (evaluate, export, a resumed run)
+        # would see no validation loss: best_step() would be the latest step,
+        # and the retention policy would delete the best one.
+        best_fn=_validation_loss,
+        best_mode="min",
         # Saves run while training goes on; `wait` blocks until one is on disk.
         enable_async_checkpointing=True,
         create=not read_only,
@@ -252,7 +266,9 @@ class CheckpointStore:
                                  RECORD_ITEM: ocp.args.JsonSave(record.to_json())})
     self._saving = step
     try:
-      return self._manager.save(step, args=args, metrics=metrics, force=True)
+      # A save without validation (a stop signal) records no loss, and so
+      # never counts as the best.
+      return self._manager.save(step, args=args, metrics=dict(metrics or {}), force=True)
     except Exception as error:  # pylint: disable=broad-except
       self._saving = None
       raise self._save_failed(step, error) from error

@@ -8,8 +8,9 @@
 Every mode first turns on jax's persistent compilation cache
 (`compile_cache.enable`), so programs compiled by an earlier run load from disk.
 
-Exit status: 0 done; 1 the training loss was not finite (or predict met a bad
-expression); 2 a config, data file, checkpoint or workdir that cannot be used,
+Exit status: 0 done; 1 the training loss was not finite, or predict refused
+an input (outside the grammar or the data's range; it still answered every
+other input); 2 a config, data file, checkpoint or workdir that cannot be used,
 or a file that cannot be read or written; 128 + the signal number when
 training stopped on SIGTERM (143) or Ctrl-C/SIGINT (130) after saving a
 checkpoint (run the same command again to resume); main.py exits with 130
@@ -24,8 +25,9 @@ import sys
 import ml_collections
 
 
-def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | None = None) -> int:
-  """Runs `mode`; returns the process exit status."""
+def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | None = None,
+        tsv: bool = False) -> int:
+  """Runs `mode`; returns the process exit status (`expr` and `tsv`: predict's)."""
   from polyflax import checkpoints, config_checks, data  # pylint: disable=g-import-not-at-top
   from polyflax import compile_cache, distributed  # pylint: disable=g-import-not-at-top
   try:
@@ -49,7 +51,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str, expr: str | 
       return 0
     if mode == "predict":
       from polyflax import predict  # pylint: disable=g-import-not-at-top
-      return predict.predict_main(config, workdir, expr)
+      return predict.predict_main(config, workdir, expr, tsv=tsv)
     if mode == "export":
       from polyflax import export  # pylint: disable=g-import-not-at-top
       export_dir = config.export.dir or os.path.join(workdir, "export")

@@ -6,21 +6,29 @@ overrides and the same locking as `main.py --config ...`, so a benchmark or a
 test runs exactly the config a user would. `tiny` is the tiny config
 (configs/tiny.py) on a data folder of its own, the one small config every
 test and rehearsal builds on.
+
+Config files build on each other with `from configs import default`: the
+`configs` folder is a package installed beside `polyflax` (pyproject.toml),
+so a config file in any folder can import it once the project is installed
+(and `python main.py` finds it in its checkout without installing).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import sys
 from typing import Any, Sequence
 
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+import configs
+
+# The folder holding polyflax/ and configs/: the checkout, or site-packages after `pip install .`.
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "tiny.py"
+CONFIG_DIR = pathlib.Path(configs.__file__).resolve().parent
+TINY_CONFIG = CONFIG_DIR / "tiny.py"
 
 
 def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -30,8 +38,6 @@ def load(path: str | os.PathLike, overrides: Sequence[str] = ()) -> ml_collectio
     flags.Error: for an override of the wrong type.
     AttributeError or KeyError: for an override of a field the config lacks.
   """
-  if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # config files import `configs.default`
   argv = ["load", f"--config={os.fspath(path)}", *overrides]
   flag_values = flags.FlagValues()
   # config_flags finds the override flags in the argv given at definition.

@@ -61,6 +61,35 @@ class GeneratorConfig:
 DEFAULT_CONFIG = GeneratorConfig()
 
 
+def can_draw(factor: algebra.LinearFactor, config: GeneratorConfig = DEFAULT_CONFIG) -> bool:
+  """Whether the sampler can draw the factor a*u + b.
+
+  a is 1 or in `coefficient_range` but not 0; b is 0 or in `constant_range`.
+  """
+  (a, b), (a_low, a_high), (b_low, b_high) = factor, config.coefficient_range, config.constant_range
+  return (a == 1 or (a_low <= a <= a_high and a != 0)) and (b == 0 or b_low <= b <= b_high)
+
+
+def as_drawn(form: algebra.FactoredForm,
+             config: GeneratorConfig = DEFAULT_CONFIG) -> algebra.FactoredForm | None:
+  """`form`'s product as two factors the sampler can draw, or None if it has none.
+
+  This is the data's range: the products a row can hold. `form` itself when
+  the sampler can draw both its factors, else the first of the same product's
+  other factorizations that it can draw (`algebra.refactorizations`):
+  `2*(x+20)*(x-1)`, read as (2*x+40)*(x-1), is also (x+20)*(2*x-2), and a
+  monomial k*u**2 is in range when k is a product of two coefficients
+  (72 = -9*-8, not 11 or -81).
+  """
+  if can_draw(form.first, config) and can_draw(form.second, config):
+    return form
+  bound = max(abs(config.coefficient_range[0]), abs(config.coefficient_range[1]), 1)
+  for other in algebra.refactorizations(form, bound):
+    if can_draw(other.first, config) and can_draw(other.second, config):
+      return other
+  return None
+
+
 @dataclasses.dataclass(frozen=True)
 class SampledRows:
   """The sampled factors of n rows, as arrays of length n.

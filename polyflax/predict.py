@@ -1,13 +1,16 @@
 """The predict mode: expanding expressions given on the command line or standard input.
 
-`check_expression` decides which inputs the model is asked about and spells
-them as the data does; `predict_main` reads the inputs, prints one expansion
-(standard output) or one `error: ...` line (standard error) for each, and
-restores the model only once an input has passed the checks.
+`check_expression` decides which inputs the model is asked about (products
+of two linear factors in the data's range) and spells them as the data does;
+`predict_main` reads the inputs, prints one line for each (the expansion, or
+`error: ...` in its place), and restores the model only once an input has
+passed the checks.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
 
 from absl import logging
@@ -17,6 +20,7 @@ from polyflax import algebra
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
+from polyflax import generate
 from polyflax import inference
 from polyflax import input_pipeline
 from polyflax import vocab as vocab_lib
@@ -26,8 +30,22 @@ from polyflax import workdir as workdir_lib
 MAX_INPUT_CHARS = data_lib.MAX_SIDE_LENGTH
 # Input longer than this (spaces included) is refused before any other work.
 MAX_RAW_INPUT_CHARS = 4 * MAX_INPUT_CHARS
+# Lines of standard input decoded together (one compiled batch shape; the
+# last, shorter batch compiles one more).
+LINES_PER_BATCH = 256
 # Longest message of an InputError.
 MAX_MESSAGE_CHARS = 200
+# Longest input quoted in a message.
+MAX_SHOWN_CHARS = 40
+# A refusal of what the parser cannot read ends with what was expected (or
+# with an example, when the reason already says it).
+EXPECTED = "expected a product of two linear factors such as (k-15)*(2*k+29)"
+EXAMPLE = "e.g. (k-15)*(2*k+29)"
+# Upper case is read as lower case for the data's variables (and sin, cos,
+# tan, whose letters are among them); other letters stay as typed.
+_UPPER_CASE_VARIABLES = frozenset("".join(algebra.VARIABLES).upper())
+_LOWER_CASE = str.maketrans({letter: letter.lower() for letter in _UPPER_CASE_VARIABLES})
+_FUNCTION_NAMES = re.compile("|".join(algebra.FUNCTIONS), re.IGNORECASE)
 
 
 def _printable(text: str) -> str:
@@ -50,15 +68,76 @@ class InputError(ValueError):
     super().__init__(message)
 
 
+def _fold_case(text: str) -> str:
+  """`text` with the upper-case forms of the data's variables in lower case.
+
+  Raises:
+    InputError: if one letter appears in both cases (`(k+1)*(K+2)`): two
+      variables to a reader, one to the model.
+  """
+  folded = text.translate(_LOWER_CASE)
+  if folded != text:
+    letters = set(_FUNCTION_NAMES.sub("", text))
+    for upper in sorted(letters & _UPPER_CASE_VARIABLES):
+      if upper.lower() in letters:
+        raise InputError(f"mixed units '{upper.lower()}' and '{upper}' in '{_shown(text)}' "
+                         f"(upper case is read as lower case); {EXPECTED}")
+  return folded
+
+
+def _shown(text: str) -> str:
+  return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _parse_error(error: algebra.AlgebraError, text: str) -> InputError:
+  """The parser's `error` about `text`, with what was expected."""
+  reason, position = error.reason, error.position
+  note = ""
+  if (reason.startswith("unknown token") and position is not None and position <= len(text)
+      and text[position - 1].isascii() and text[position - 1].isalpha()):
+    reason = f"unknown variable {text[position - 1]!r}"
+    note = f" (the variables are {' '.join(algebra.VARIABLES)})"
+  where = f" at position {position}" if position is not None else ""
+  expected = EXAMPLE if "product of two linear factors" in reason else EXPECTED
+  return InputError(f"{reason}{where} in '{_shown(text)}'{note}; {expected}")
+
+
+def _domain_error(form: algebra.FactoredForm, canonical: str) -> InputError:
+  """Names the first number of `form` outside the data's range (`generate.as_drawn`)."""
+  config = generate.DEFAULT_CONFIG
+  (a_low, a_high), (b_low, b_high) = config.coefficient_range, config.constant_range
+  shown = _shown(canonical)
+  if algebra.shape_of(form) == "monomial":
+    return InputError(f"the coefficient {form.first[0]} of {shown} is outside the data's range: "
+                      f"not a product of two numbers in {a_low}..{a_high}")
+  outer = algebra.shape_of(form) == "k_u_binomial"
+  for index, (a, b) in enumerate((form.first, form.second)):
+    if not generate.can_draw((1, b), config):
+      what = f"the constant {b}"
+      break
+    if not generate.can_draw((a, 0), config):
+      what = (f"the outer factor {a}" if outer and index == 0
+              else f"the coefficient {a} of {form.unit}")
+      break
+  else:  # not reached: a form whose numbers are all in range can be drawn
+    what = "a number"
+  return InputError(f"{what} in {shown} is outside the data's range (its factors a*u+b have "
+                    f"a in {a_low}..{a_high}, not 0, and b in {b_low}..{b_high})")
+
+
 def check_expression(text: str, vocab: vocab_lib.Vocab | None = None, *,
                      max_len: int = 32) -> str:
   """The factored expression `text`, spelt as the data spells it.
 
   Accepts any spelling (spaces between tokens, factors in either order,
-  `k*k`) of a product of two linear factors in one unit, as the grammar of
-  `algebra.parse_factored` reads it, and returns it printed as the data set
-  prints factored sides (`algebra.format_factored`), which is what the model
-  was trained on.
+  `k*k`, `K` for `k`) of a product of two linear factors in one unit, as the
+  grammar of `algebra.parse_factored` reads it, if the product lies in the
+  data's range (`generate.as_drawn`: it can be written (a*u+b)*(c*u+d) with
+  a, c in -9..8, not 0, and b, d in -32..31), and returns it printed as the
+  data set prints factored sides (`algebra.format_factored`), which is what
+  the model was trained on. A product the data would write with other
+  factors is given to the model in that spelling (`2*(x+20)*(x-1)` as
+  `(x+20)*(2*x-2)`).
 
   Args:
     text: any string.
@@ -67,26 +146,30 @@ def check_expression(text: str, vocab: vocab_lib.Vocab | None = None, *,
 
   Raises:
     InputError: saying what is wrong, in one printable line: empty or too
-      long input, a character or token outside the grammar, a syntax error,
-      mixed units, an exponent other than 2, or not a product of two linear
-      factors.
+      long input; for what the parser refuses (a character or token outside
+      the grammar, a syntax error, mixed units, an exponent other than 2, not
+      a product of two linear factors), the reason and its position (the
+      first character is 1) and the expected form; a product outside the
+      data's range, naming the number and the range.
   """
   if len(text) > MAX_RAW_INPUT_CHARS:
     raise InputError(f"input of {len(text):,} characters is too long (a factored side "
                      f"has at most {MAX_INPUT_CHARS})")
   if not text.strip():
-    raise InputError("empty input: expected a product such as (k-15)*(2*k+29)")
+    raise InputError(f"empty input; {EXPECTED}")
+  folded = _fold_case(text)
   try:
-    form = algebra.parse_factored(text)  # spaces may separate tokens, not split them
+    form = algebra.parse_factored(folded)  # spaces may separate tokens, not split them
     canonical = algebra.format_factored(*form)
   except algebra.AlgebraError as error:
-    raise InputError(str(error)) from None
+    raise _parse_error(error, text) from None
   except ValueError:  # format_factored: a factor without the unit, e.g. 0*k*(k+1)
-    raise InputError(f"not a product of two linear factors in '{text.strip()}'") from None
-  if len(canonical) > MAX_INPUT_CHARS:
-    raise InputError(f"'{text.strip()}' is written '{canonical}' in the data's spelling, "
-                     f"{len(canonical)} characters: longer than any factored side of the data "
-                     f"({MAX_INPUT_CHARS})")
+    raise InputError(f"not a product of two linear factors in '{_shown(text.strip())}'; "
+                     f"{EXAMPLE}") from None
+  drawn = generate.as_drawn(form)
+  if drawn is None:
+    raise _domain_error(form, canonical)
+  canonical = algebra.format_factored(*drawn)
   vocab = vocab or vocab_lib.Vocab.default()
   ids = vocab.encode(canonical)
   if len(ids) > max_len or vocab.unk_id in ids:
@@ -117,40 +200,87 @@ def _restore_quietly(config: ml_collections.ConfigDict,
     logging.set_verbosity(verbosity)
 
 
-def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | None) -> int:
+class _Expander:
+  """Expands checked expressions in batches; restores the model at its first use."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.decoder: decode.Decoder | None = None
+
+  def __call__(self, factored: list[str]) -> list[str]:
+    if not factored:
+      return []
+    if self.decoder is None:
+      model = _restore_quietly(self.config, self.workdir)
+      # One bucket: every batch of a size compiles once, whatever its lengths.
+      self.decoder = decode.Decoder(
+          model.graphdef, model.params, model.vocab, model.mesh,
+          max_len=model.model_cfg.max_len, beam_size=self.config.eval.beam_size,
+          length_penalty=self.config.eval.length_penalty,
+          batching=input_pipeline.batching(self.config, model.mesh,
+                                           buckets=(model.model_cfg.max_len,)))
+    return self.decoder.decode_texts(factored, batch_size=LINES_PER_BATCH)
+
+
+def _tsv_row(text: str, answer: str) -> str:
+  """`text<TAB>answer`, with tabs and other control characters of `text` escaped."""
+  return f"{_printable(text)}\t{answer}"
+
+
+def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | None, *,
+                 tsv: bool = False) -> int:
   """Prints the expansion of `expr`, or of each line of standard input.
 
-  Each expansion goes to standard output as one line; an input that is not a
-  product of two linear factors gets one line `error: ...` on standard error
-  instead (blank lines of standard input are skipped). Inputs are checked
-  before the model is restored, so a refused `expr` costs no model loading.
-  Returns 0, or 1 if any input was refused.
+  `expr`: its expansion on standard output, or one line `error: ...` on
+  standard error. Standard input: one line of standard output per line of
+  input, in order: the expansion, or `error: ...` in its place (and
+  `error: line N: ...` on standard error), or an empty line for an empty
+  one. `tsv` writes `input<TAB>output` instead (no header; for `expr` too,
+  the error included). Inputs are checked before the model is restored, so
+  refused inputs cost no model loading; lines of a file or pipe are decoded
+  `LINES_PER_BATCH` at a time, lines typed at a terminal one by one.
+
+  Returns:
+    0 if every input was expanded, 1 if any was refused (the others are
+    still answered).
   """
   _lenient_stdio()
   config_checks.check_config(config)
   max_len = workdir_lib.run_config(config, workdir).max_len
   vocab = vocab_lib.Vocab.default()
-  decoder = None
-  lines = [expr] if expr is not None else (line.rstrip("\r\n") for line in sys.stdin)
-  status = 0
-  for line in lines:
-    if expr is None and not line.strip():
-      continue
+  expand = _Expander(config, workdir)
+  if expr is not None:
     try:
-      factored = check_expression(line, vocab, max_len=max_len)
+      factored = check_expression(expr, vocab, max_len=max_len)
     except InputError as error:
+      if tsv:
+        print(_tsv_row(expr, f"error: {error}"), flush=True)
       print(f"error: {error}", file=sys.stderr, flush=True)
-      status = 1
-      continue
-    if decoder is None:
-      model = _restore_quietly(config, workdir)
-      # One bucket: a single compiled shape serves every expression.
-      decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
-                               max_len=model.model_cfg.max_len,
-                               beam_size=config.eval.beam_size,
-                               length_penalty=config.eval.length_penalty,
-                               batching=input_pipeline.batching(
-                                   config, model.mesh, buckets=(model.model_cfg.max_len,)))
-    (prediction,) = decoder.decode_texts([factored], batch_size=1)
-    print(prediction, flush=True)
+      return 1
+    (answer,) = expand([factored])
+    print(_tsv_row(expr, answer) if tsv else answer, flush=True)
+    return 0
+  lines = (line.rstrip("\r\n") for line in sys.stdin)
+  batch_lines = 1 if sys.stdin.isatty() else LINES_PER_BATCH
+  status, number = 0, 0
+  while block := list(itertools.islice(lines, batch_lines)):
+    answers: list[str | None] = []
+    factored = []
+    for line in block:
+      number += 1
+      if not line.strip():
+        answers.append("")
+        continue
+      try:
+        factored.append(check_expression(line, vocab, max_len=max_len))
+        answers.append(None)  # filled in below, in order
+      except InputError as error:
+        answers.append(f"error: {error}")
+        print(f"error: line {number}: {error}", file=sys.stderr, flush=True)
+        status = 1
+    expansions = iter(expand(factored))
+    for line, answer in zip(block, answers):
+      answer = next(expansions) if answer is None else answer
+      print(_tsv_row(line, answer) if tsv else answer)
+    sys.stdout.flush()
   return status

@@ -17,8 +17,6 @@ import json
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
 from polyflax import events  # pylint: disable=wrong-import-position
 from polyflax import workdir as workdir_lib  # pylint: disable=wrong-import-position
 

@@ -16,8 +16,6 @@ import argparse
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
 from polyflax import events  # pylint: disable=wrong-import-position
 
 

@@ -15,7 +15,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=wrong-import-position
 from jax.experimental import io_callback  # pylint: disable=wrong-import-position

@@ -30,5 +30,4 @@ atomicity.AtomicRenameTemporaryPath.finalize = _held_finalize
 if __name__ == "__main__":
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   sys.argv[0] = os.path.join(repo, "main.py")
-  sys.path.insert(0, repo)
   runpy.run_path(sys.argv[0], run_name="__main__")

@@ -11,7 +11,6 @@ import sys
 num_devices, out_path = int(sys.argv[1]), sys.argv[2]
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position

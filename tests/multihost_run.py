@@ -11,7 +11,9 @@ list of phases, e.g.
 on configs/tiny.py plus the spec's overrides: `train.train_and_evaluate` for
 "train" (stopping after saving a checkpoint at `stop_at_step`, if given),
 `cli.run(mode, ...)` for the other modes. It writes `process_<i>.json`
-(process and device counts, exit statuses) into the spec's `out_dir`. A
+(process and device counts; per phase, for "train" the validation figures
+it returned and the latest checkpoint step this process then finds, for the
+other modes the exit status) into the spec's `out_dir`. A
 worker is run as
 
   python tests/multihost_run.py SPEC.json PROCESS_ID NUM_PROCESSES DEVICES PORT
@@ -107,12 +109,13 @@ def _worker(argv: list[str]) -> int:
   # of a comparison uses the same flags.
   os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
                              "--xla_backend_optimization_level=0")
-  sys.path.insert(0, REPO)
   with open(spec_path, encoding="utf-8") as f:
     spec = json.load(f)
 
   import jax  # pylint: disable=g-import-not-at-top
-  from polyflax import cli, config_files, distributed, train  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from polyflax import checkpoints, cli, config_files, distributed, train
 
   def make_config(phase_overrides):
     config = config_files.load(config_files.TINY_CONFIG)
@@ -128,27 +131,36 @@ def _worker(argv: list[str]) -> int:
     return config
 
   distributed.initialize(make_config({}))
-  statuses = []
+  results, status = [], 0
   for number, phase in enumerate(spec["phases"]):
     start = time.perf_counter()
     config = make_config(phase.get("overrides", {}))
     if phase["mode"] == "train":
-      train.train_and_evaluate(config, spec["workdir"], stop_at_step=phase.get("stop_at_step"))
-      status = 0
+      validation = train.train_and_evaluate(config, spec["workdir"],
+                                            stop_at_step=phase.get("stop_at_step"))
+      # Every process's own view of the run: its last validation figures and
+      # the latest checkpoint it finds once all processes are done.
+      if num_processes > 1:
+        multihost_utils.sync_global_devices(f"phase {number} done")
+      store = checkpoints.CheckpointStore(os.path.join(spec["workdir"], "checkpoints"),
+                                          read_only=True)
+      results.append({"mode": "train", "validation": validation,
+                      "latest_checkpoint": store.latest_step()})
+      store.close()
     else:
       status = cli.run(phase["mode"], config, spec["workdir"])
+      results.append({"mode": phase["mode"], "status": status})
     print(f"[multihost_run] process {process_id}: phase {number} ({phase['mode']}) ended with "
           f"status {status} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    statuses.append(status)
     if status:
       break
   info = {"process_index": jax.process_index(), "process_count": jax.process_count(),
           "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
-          "statuses": statuses}
+          "phases": results}
   with open(os.path.join(spec["out_dir"], f"process_{process_id}.json"), "w",
             encoding="utf-8") as f:
     json.dump(info, f)
-  return max(statuses, default=0)
+  return status
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Every experiment config loads as main.py loads it, passes the checks and fits the cap."""
 
+import subprocess
+import sys
+
 import pytest
 
 from polyflax import config_checks, config_files, model_setup, models
@@ -34,3 +37,15 @@ def test_the_reference_runs_and_the_recipes_say_what_they_are():
   assert config_files.load(CONFIG_DIR / "best.py").max_steps > 0
   cpu = config_files.load(CONFIG_DIR / "cpu.py")
   assert (cpu.max_epochs, cpu.max_steps, cpu.batch_size) == (5, 0, 64)
+
+
+def test_main_help_lists_every_config_in_a_line_of_its_own():
+  result = subprocess.run([sys.executable, "main.py", "--help"], cwd=config_files.REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+  lines = result.stdout.splitlines()
+  for name in CONFIGS:
+    assert sum(line.startswith(f"  {name}  ") for line in lines) == 1, name
+  # Each example command is whole: a continued line ends with a backslash.
+  commands = [line for line in lines if line.startswith("  python main.py")]
+  assert len(commands) >= 5 and all(line.count("--mode") <= 1 for line in commands)
+  assert any(line.endswith("\\") for line in commands)

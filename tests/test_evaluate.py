@@ -6,6 +6,7 @@ test_predict.py).
 """
 
 import json
+import logging
 import pathlib
 import re
 import subprocess
@@ -18,7 +19,8 @@ import pytest
 from polyflax.events import read_scalars
 from flax import nnx
 
-from polyflax import algebra, config_files, decode, generate, input_pipeline, models
+from polyflax import algebra, config_files, decode, generate, inference, input_pipeline
+from polyflax import models
 from polyflax import sharding
 from polyflax import train
 from polyflax import vocab as vocab_lib
@@ -30,7 +32,13 @@ VOCAB = vocab_lib.Vocab.default()
 # Decoder: buckets, batches and row order.
 
 
-def test_bucketed_batched_decoding_returns_every_row_in_order():
+def decode_compilations(records):
+  """The shapes the decoding function was compiled for, from `jax.log_compiles` records."""
+  return [record.getMessage() for record in records
+          if re.search(r"Compiling .*greedy_decode", record.getMessage())]
+
+
+def test_bucketed_batched_decoding_returns_every_row_in_order(caplog):
   config = models.ModelConfig(vocab_size=VOCAB.size, hidden_dim=32, num_heads=4, encoder_layers=1,
                               decoder_layers=1, encoder_ff_dim=64, decoder_ff_dim=64, max_len=16)
   graphdef, params = nnx.split(models.Transformer(config, rngs=nnx.Rngs(3)), nnx.Param)
@@ -44,9 +52,16 @@ def test_bucketed_batched_decoding_returns_every_row_in_order():
   mesh = sharding.make_mesh()
   decoder = decode.Decoder(graphdef, params, VOCAB, mesh, max_len=16,
                            batching=input_pipeline.Batching(buckets=(8, 16)))
-  assert decoder.warm_up(source_ids, batch_size=8) > 0
-  # Batches of 16 and 8 rows: several per bucket, the last ones part padding.
-  decoded = decoder.decode_ids(source_ids, batch_size=8)
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+    decoder.warm_up(source_ids, batch_size=8)
+    warm_up_compilations = decode_compilations(caplog.records)
+    caplog.clear()
+    # Batches of 16 and 8 rows: several per bucket, the last ones part padding.
+    decoded = decoder.decode_ids(source_ids, batch_size=8)
+    decode_compilations_after_warm_up = decode_compilations(caplog.records)
+  # Warming up compiles one shape per bucket; decoding then compiles nothing.
+  assert len(warm_up_compilations) == 2, warm_up_compilations
+  assert decode_compilations_after_warm_up == []
   direct = jax.jit(lambda p, x: decode.greedy_decode(graphdef, p, x, max_len=16))(
       params, jnp.asarray(source_ids))
   expected = VOCAB.decode_batch(np.asarray(direct))
@@ -131,7 +146,11 @@ def test_evaluate_mode_scores_the_test_split_and_writes_its_outputs(tiny_run):
     assert name in metrics, name
   assert metrics["test_file"] == str(data_dir / "test_set.txt")
   assert metrics["trained_on"] == str(data_dir / "train_set.txt")
-  assert metrics["decode_sequences_per_second"] > 0
+  # The rate is of the 48 lines decoded, over the decoding time alone, as printed.
+  assert metrics["decode_sequences_per_second"] == pytest.approx(48 / metrics["decode_seconds"])
+  assert (f"decoded 48 sequences in {metrics['decode_seconds']:.2f} s "
+          f"({metrics['decode_sequences_per_second']:,.0f} sequences/s; "
+          f"compilation {metrics['compile_seconds']:.1f} s apart)") in result.stdout.decode()
   assert metrics["num_examples_unseen"] + metrics.get("num_examples_seen", 0) == 48
   assert metrics["equivalence"] >= metrics["exact_match"]
   assert sum(metrics[f"failures_{kind}"] for kind in ("unparseable", "printed_differently",
@@ -167,13 +186,26 @@ def test_evaluate_mode_on_a_file_of_real_lines_with_beam_search(tiny_run, tmp_pa
   assert "test/exact_match" in read_scalars(output_dir)
 
 
-def test_predict_mode_expands_a_good_expression(tiny_run):
-  result = run_main(tiny_run, "--mode=predict", "--expr", "(k-15)*(2*k+29)")
+@pytest.fixture(scope="module")
+def expand_in_process(tiny_run):
+  """Expands one data-spelt expression with the tiny run's best checkpoint, in this process."""
+  data_dir, workdir = tiny_run
+  config = tiny_config(data_dir)
+  model = inference.restore_for_inference(config, str(workdir))
+  decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
+                           max_len=model.model_cfg.max_len,
+                           batching=input_pipeline.batching(config, model.mesh,
+                                                            buckets=(model.model_cfg.max_len,)))
+  return lambda factored: decoder.decode_texts([factored], batch_size=1)[0]
+
+
+def test_predict_mode_expands_a_good_expression(tiny_run, expand_in_process):
+  result = run_main(tiny_run, "--mode=predict", "--expr", "(2*k+29)*(k-15)")
   stderr = result.stderr.decode()
   assert result.returncode == 0, stderr[-3000:]
   assert "error" not in stderr and "Traceback" not in stderr
-  (line,) = result.stdout.decode().splitlines()
-  assert line and all(token in VOCAB.tokens or token == "?" for token in vocab_lib.tokenize(line))
+  # The model's answer for the data's spelling of the product.
+  assert result.stdout.decode().splitlines() == [expand_in_process("(k-15)*(2*k+29)")]
 
 
 def test_predict_mode_refuses_a_malformed_expression_in_one_line(tiny_run):
@@ -184,14 +216,25 @@ def test_predict_mode_refuses_a_malformed_expression_in_one_line(tiny_run):
   assert line.startswith("error: unknown token '\\x1b'"), line
 
 
-def test_predict_mode_reads_standard_input_line_by_line(tiny_run):
+def test_predict_mode_answers_each_line_of_standard_input_in_its_place(tiny_run,
+                                                                     expand_in_process):
   stdin = (b"(k-15)*(2*k+29)\n\n\xff\xfe\nk**3\n" + b"(" * 100_000 + b"\n"
            + b" sin(k) * ( 3 - sin(k) )\r\n")
   result = run_main(tiny_run, "--mode=predict", stdin=stdin)
   stderr = result.stderr.decode()
   assert result.returncode == 1
   assert "Traceback" not in stderr
-  assert len(result.stdout.decode().splitlines()) == 2
+  answers = result.stdout.decode().split("\n")
+  assert answers[-1] == "" and len(answers) == 7, answers  # one line per input line
+  assert answers[1] == ""  # an empty line for an empty one
+  assert [answer.startswith("error: ") for answer in answers[:6]] == [
+      False, False, True, True, True, False]
+  assert answers[0] and answers[5]
+  assert "exponent 3" in answers[3] and "too long" in answers[4]
   errors = stderr.splitlines()
-  assert len(errors) == 3 and all(line.startswith("error: ") for line in errors), errors
-  assert "exponent 3" in errors[1] and "too long" in errors[2]
+  assert [error.split(":")[:2] for error in errors] == [
+      ["error", " line 3"], ["error", " line 4"], ["error", " line 5"]], errors
+  assert errors[1] == "error: line 4: " + answers[3][len("error: "):]
+  # The answers are the decoder's own, in the data's spelling.
+  assert [answers[0], answers[5]] == [expand_in_process("(k-15)*(2*k+29)"),
+                                      expand_in_process("(3-sin(k))*sin(k)")]

@@ -471,6 +471,18 @@ def test_unknown_config_field_is_one_error_line(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_config_file_that_cannot_be_read_is_one_error_line(tmp_path):
+  configs = "(configs/ holds best.py, cpu.py, default.py, orange.py, tiny.py)"
+  for config, overrides, reason in [
+      ("configs/tiyn.py", [], "No such file or directory"),
+      (tmp_path, ["--config.batch_size=8"], "Is a directory"),  # an override used to crash
+  ]:
+    result = run_main("--config", config, "--workdir", tmp_path / "run", *overrides)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: --config {config}: {reason} {configs}"]
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_invalid_configs_are_refused_before_anything_runs(tmp_path, capsys):
   fresh = tmp_path / "inputs"
   fresh.mkdir()
@@ -527,18 +539,51 @@ def test_workdir_that_cannot_be_created_is_refused_before_anything_runs(tmp_path
   assert not os.listdir(fresh)  # no data generated
 
 
-def test_read_only_workdir_is_refused(tmp_path, capsys):
-  workdir = tmp_path / "run"
-  workdir.mkdir()
-  workdir.chmod(0o500)
+def write_error(directory):
+  """The OSError of creating a file in `directory`, or None if that works."""
+  probe = directory / "probe"
   try:
-    if os.access(workdir, os.W_OK):
-      pytest.skip("this user (root?) can write to a read-only folder")
-    assert cli.run("train", tiny_config(tmp_path / "inputs"), str(workdir)) == 2
-    assert one_error_line(capsys.readouterr().err).startswith(
-        f"error: cannot write to {workdir}: [Errno 13] Permission denied")
+    probe.write_text("")
+  except OSError as error:
+    return error
+  probe.unlink()
+  return None
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+  """An empty folder this user cannot write to, root included.
+
+  Permission bits stop other users; root ignores them, so for root the
+  folder is made immutable (`chattr +i`, which root's writes obey too). The
+  test skips only where neither works (a filesystem without the attribute).
+  """
+  folder = tmp_path / "read_only"
+  folder.mkdir()
+  folder.chmod(0o500)
+  immutable = False
+  try:
+    if write_error(folder) is None:
+      immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True,
+                                 check=False).returncode == 0
+      if write_error(folder) is None:
+        pytest.skip(f"cannot make a folder read-only for this user here (chattr +i "
+                    f"{'had no effect' if immutable else 'failed'} on {folder})")
+    yield folder, write_error(folder)
   finally:
-    workdir.chmod(0o700)
+    if immutable:
+      subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o700)
+
+
+def test_read_only_workdir_is_refused(read_only_folder, tmp_path, capsys):
+  workdir, error = read_only_folder
+  assert error.errno in (errno.EACCES, errno.EPERM)  # permission bits; immutable for root
+  assert cli.run("train", tiny_config(tmp_path / "inputs"), str(workdir)) == 2
+  assert one_error_line(capsys.readouterr().err).startswith(
+      f"error: cannot write to {workdir}: [Errno {error.errno}] {os.strerror(error.errno)}")
+  assert os.listdir(workdir) == []
+  assert not os.path.exists(tmp_path / "inputs")  # refused before any data was made
 
 
 def test_disk_full_while_saving_is_a_clear_error_and_the_last_checkpoint_restores(

@@ -28,7 +28,6 @@ import collections
 import hashlib
 import math
 import re
-import time
 
 import numpy as np
 import pytest
@@ -230,8 +229,28 @@ def test_negative_n_is_refused():
     generate.generate_lines(-1, seed=0)
 
 
-def test_generation_is_fast():
-  # The target is 1,000,000 lines in 30 s; allow a slow CI machine twice that.
-  start = time.perf_counter()
-  generate.generate_lines(100_000, seed=0)
-  assert time.perf_counter() - start < 6.0
+def test_as_drawn_finds_the_products_the_sampler_can_draw():
+  # Small ranges, so that every drawable product can be listed (the real
+  # lines check the default ranges: test_predict.py).
+  config = generate.GeneratorConfig(coefficient_range=(-3, 2), constant_range=(-5, 4))
+
+  def product_keys(a, b, c, d):  # one integer per product (c2, c1, c0) of small factors
+    return ((a * c + 256) * 1024 + a * d + b * c + 512) * 1024 + b * d + 512
+
+  coefficients = np.array([-3, -2, -1, 1, 2])
+  a, b, c, d = np.meshgrid(coefficients, np.arange(-5, 5), coefficients, np.arange(-5, 5))
+  drawable = np.unique(product_keys(a, b, c, d))
+  rng = np.random.default_rng(5)
+  a, c = (rng.choice([x for x in range(-5, 6) if x], 3000) for _ in range(2))
+  b, d = (rng.integers(-8, 9, 3000) for _ in range(2))
+  expected = np.isin(product_keys(a, b, c, d), drawable)
+  assert 0.1 < expected.mean() < 0.9
+  for form, in_range in zip(generate.SampledRows(np.zeros(3000, np.int64), np.stack([a, b], 1),
+                                                 np.stack([c, d], 1)).forms(), expected):
+    drawn = generate.as_drawn(form, config)
+    assert (drawn is not None) == in_range, form
+    if drawn is not None:
+      assert drawn.product() == form.product()
+      assert generate.can_draw(drawn.first, config) and generate.can_draw(drawn.second, config)
+      if generate.can_draw(form.first, config) and generate.can_draw(form.second, config):
+        assert drawn == form

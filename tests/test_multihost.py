@@ -140,15 +140,38 @@ def runs(tmp_path_factory):
           "first_out": first_out, "second_out": second_out}
 
 
+def phase_records(out_dir, process_id):
+  """(mode, latest checkpoint step or exit status) of each phase a process ran."""
+  info = read_json(os.path.join(out_dir, f"process_{process_id}.json"))
+  return [(phase["mode"], phase.get("latest_checkpoint", phase.get("status")))
+          for phase in info["phases"]]
+
+
 def test_processes_and_devices(runs):
   infos = [read_json(os.path.join(runs["multi"]["out_dir"], f"process_{i}.json"))
            for i in (0, 1)]
   assert [info["process_index"] for info in infos] == [0, 1]
   for info in infos:
     assert (info["process_count"], info["device_count"], info["local_device_count"]) == (2, 4, 2)
-    assert info["statuses"] == [0]
   single = read_json(os.path.join(runs["single"]["out_dir"], "process_0.json"))
   assert (single["process_count"], single["device_count"]) == (1, 4)
+
+
+def test_every_process_ends_each_phase_where_one_process_does(runs):
+  # Training stops at step 7, resumes to step 14 (the end); evaluation exits 0.
+  single = phase_records(runs["single"]["out_dir"], 0)
+  assert single == [("train", 7), ("train", 14), ("evaluate", 0)]
+  second_logs = os.path.join(runs["root"], "multi_logs_2")
+  for process_id in (0, 1):
+    assert (phase_records(runs["multi"]["out_dir"], process_id)
+            + phase_records(second_logs, process_id)) == single
+  # Both processes of a pair return the same validation figures: those of
+  # the whole validation split, gathered across processes.
+  for out_dir in (runs["multi"]["out_dir"], second_logs):
+    validations = [read_json(os.path.join(out_dir, f"process_{i}.json"))["phases"][0]["validation"]
+                   for i in (0, 1)]
+    assert validations[0] == validations[1]
+    assert set(validations[0]) >= {"loss", "token_accuracy", "sequence_accuracy", "exact_match"}
 
 
 def test_same_data_losses_and_parameters_as_one_process(runs):

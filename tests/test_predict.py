@@ -1,17 +1,19 @@
 """Prediction's input checks: which strings the model is asked about, and how they are spelt.
 
 The predict mode end to end (main.py on a trained run) is tested in
-test_evaluate.py, on the tiny run it shares with the evaluate mode.
+test_evaluate.py, on the tiny run it shares with the evaluate mode, and in
+test_shipped_model.py with the shipped model.
 """
 
 import hypothesis
 from hypothesis import strategies as st
 import pytest
 
-from polyflax import algebra, predict
+from polyflax import algebra, generate, predict
 from polyflax import vocab as vocab_lib
 
 VOCAB = vocab_lib.Vocab.default()
+LOWER_CASE = str.maketrans("ACHIJKNOSTXYZ", "achijknostxyz")
 
 # ---------------------------------------------------------------------------
 # check_expression()
@@ -48,7 +50,8 @@ def test_any_string_gives_an_expression_or_a_one_line_error(text):
   else:
     # A product of two linear factors, as the data spells it, equal to the input.
     assert algebra.format_factored(*algebra.parse_factored(factored)) == factored
-    assert algebra.parse_polynomial(factored) == algebra.parse_polynomial(text)
+    assert algebra.parse_polynomial(factored) == algebra.parse_polynomial(text.translate(LOWER_CASE))
+    assert generate.as_drawn(algebra.parse_factored(factored)) is not None
     assert len(factored) <= predict.MAX_INPUT_CHARS
     assert VOCAB.unk_id not in VOCAB.encode(factored)
 
@@ -68,6 +71,15 @@ def test_data_spelling_is_accepted_unchanged_even_with_spaces(factored, data):
     ("k*k", "k**2"),
     ("(3-sin(x))*sin(x)", "(3-sin(x))*sin(x)"),
     ("sin(x)*(3-sin(x))", "(3-sin(x))*sin(x)"),
+    # Upper case is read as lower case; the data's variables are all lower case.
+    ("(K-15)*(2*K+29)", "(k-15)*(2*k+29)"),
+    ("SIN(X)*(3-Sin(X))", "(3-sin(x))*sin(x)"),
+    # A product in the data's range, spelt with factors out of it, is given to
+    # the model as the data would write it.
+    ("2*(x+20)*(x-1)", "(x+20)*(2*x-2)"),
+    ("(9*x+1)*(x+1)", "(-9*x-1)*(-x-1)"),
+    ("10*x*(x+1)", "2*x*(5*x+5)"),
+    ("72*x**2", "72*x**2"),
 ])
 def test_other_spellings_are_rewritten_as_the_data_spells_them(text, expected):
   assert predict.check_expression(text, VOCAB) == expected
@@ -87,11 +99,76 @@ def test_other_spellings_are_rewritten_as_the_data_spells_them(text, expected):
     ("0*k*(k+1)", "not a product of two linear factors"),
     ("(k-1)*(k+\x1b[2J1)", "unknown token '\\x1b'"),
     ("(k\u22121)*(k+1)", "unknown token '\u2212'"),
-    ("(99999999*k-99999999)*(k+99999999)", "longer than any factored side"),
+    ("(99999999*k-99999999)*(k+99999999)", "the constant -99999999 in"),
     ("(" * 1_000_000, "1,000,000 characters is too long"),
+    # Positions count from 1; the variables outside the data's are named.
+    ("hello", "unknown variable 'e' at position 2 in 'hello' (the variables are a c h i j k n o s "
+              "t x y z); expected a product of two linear factors such as (k-15)*(2*k+29)"),
+    ("(q+1)*(q-2)", "unknown variable 'q' at position 2"),
+    ("(k+1)*(k-", "unexpected end of expression at position 10 in '(k+1)*(k-'; expected a "
+                  "product of two linear factors such as (k-15)*(2*k+29)"),
+    ("(k+1)*(K+2)", "mixed units 'k' and 'K'"),
 ])
 def test_near_misses_are_refused_with_the_reason(text, reason):
   with pytest.raises(predict.InputError) as refused:
     predict.check_expression(text, VOCAB)
   assert reason in str(refused.value)
   assert str(refused.value).isprintable()
+
+
+# ---------------------------------------------------------------------------
+# The data's range: factors a*u+b with a in -9..8 (not 0) and b in -32..31.
+
+RANGE = "(its factors a*u+b have a in -9..8, not 0, and b in -32..31)"
+
+
+@pytest.mark.parametrize("inside, outside, refusal", [
+    # The issue's examples.
+    ("(x+31)*(x+1)", "(x+100)*(x+1)", "the constant 100 in (x+1)*(x+100)"),
+    ("(x+31)*(x-1)", "(x+40)*(x-1)", "the constant 40 in (x-1)*(x+40)"),
+    ("(8*x+1)*(x+2)", "(10*x+1)*(x+2)", "the coefficient 10 of x in (x+2)*(10*x+1)"),
+    # Each bound, where changing signs cannot bring the product inside: with
+    # (x-32) beside it, (x+32) cannot become (-x-32).
+    ("(-9*x+1)*(x+1)", "(-10*x+1)*(x+1)", "the coefficient -10 of x"),
+    ("(8*x+1)*(-9*x+1)", "(9*x+1)*(-9*x+1)", "the coefficient 9 of x"),
+    ("(x-32)*(x+1)", "(x-33)*(x+1)", "the constant -33"),
+    ("(x+31)*(x-32)", "(x+32)*(x-32)", "the constant 32"),
+    ("-9*x*(x-32)", "-10*x*(x-32)", "the outer factor -10 in -10*x*(x-32)"),
+    ("8*x*(x-32)", "9*x*(x-32)", "the outer factor 9 in 9*x*(x-32)"),
+    ("-9*sin(t)*(sin(t)+31)", "-9*sin(t)*(sin(t)+32)", "the constant 32 in"),
+])
+def test_the_data_range_is_accepted_and_refused_at_each_bound(inside, outside, refusal):
+  assert predict.check_expression(inside, VOCAB) == algebra.format_factored(
+      *algebra.parse_factored(inside))
+  with pytest.raises(predict.InputError) as refused:
+    predict.check_expression(outside, VOCAB)
+  assert str(refused.value).startswith(refusal)
+  assert str(refused.value).endswith(f"is outside the data's range {RANGE}")
+
+
+@pytest.mark.parametrize("inside, outside", [
+    ("81*x**2", "-81*x**2"),  # (-9*x)*(-9*x), while 9 is out of range
+    ("-72*x**2", "11*x**2"),  # (-9*x)*(8*x); 11 is prime
+    ("64*sin(a)**2", "100*sin(a)**2"),
+])
+def test_a_monomial_is_in_range_when_its_coefficient_is_a_product_of_two(inside, outside):
+  assert predict.check_expression(inside, VOCAB) == inside
+  with pytest.raises(predict.InputError) as refused:
+    predict.check_expression(outside, VOCAB)
+  assert str(refused.value).startswith(f"the coefficient {outside.split('*')[0]} of {outside} "
+                                       "is outside the data's range: not a product of two "
+                                       "numbers in -9..8")
+
+
+def test_every_real_factored_side_is_accepted_as_it_is(real_dev_lines):
+  # The data's range holds every real line, each spelt as the model saw it.
+  refused, changed = [], []
+  for line in real_dev_lines:
+    factored = line.split("=", 1)[0]
+    try:
+      if predict.check_expression(factored, VOCAB) != factored:
+        changed.append(factored)
+    except predict.InputError as error:
+      refused.append(f"{factored}: {error}")
+  assert len(real_dev_lines) == 50_001
+  assert refused == [] and changed == []

@@ -3,41 +3,122 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import tarfile
+
+from polyflax.events import read_scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_script(runs, out, *stages):
+def run_script(runs, out, *arguments):
   env = dict(os.environ, PYTHON=sys.executable)
+  env.pop("GPU_RUNS_FAIL", None)
   return subprocess.run(["bash", "scripts/gpu_runs.sh", "--rehearse", "--runs", str(runs),
                          "--out", str(out), "--real", str(REPO / "tests" / "no_such_file"),
-                         *stages],
+                         *arguments],
                         cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
 
 
-def test_rehearsal_trains_evaluates_summarises_and_skips_what_is_done(tmp_path):
+def plan_rows(text):
+  """{call number: [(start, end, stage), ...]} of the rows of a printed plan."""
+  rows, call = {}, None
+  for line in text.splitlines():
+    if line.startswith("call "):
+      call = int(line.split()[1].rstrip(":"))
+      rows[call] = []
+    elif call and (match := re.match(r"\s+(\d+)\s+(\d+)\s+(\S+)", line)):
+      rows[call].append((int(match[1]), int(match[2]), match[3]))
+  return rows
+
+
+def test_plan_fits_two_calls_in_order_of_value_and_starts_nothing(tmp_path):
+  runs = tmp_path / "runs"
+  result = subprocess.run(["bash", "scripts/gpu_runs.sh", "--plan", "--runs", str(runs)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHON=sys.executable))
+  assert result.returncode == 0, result.stderr
+  assert not runs.exists()
+  rows = plan_rows(result.stdout)
+  assert sorted(rows) == [1, 2]
+  for call, budget in ((1, 520), (2, 225)):
+    assert f"call {call}: ends within {budget} s" in result.stdout
+    # Every stage ends by the 40 s kept for the summary, which ends with the call.
+    assert all(end <= budget - 40 for _, end, stage in rows[call] if stage != "summary")
+    assert rows[call][-1] == (budget - 40, budget, "summary")
+  stages = [stage for _, _, stage in rows[1]]
+  assert stages[:5] == ["set-up", "smoke", "red", "export_red", "decode"]
+  assert "estimate" in result.stdout
+
+  # Stages done in the runs folder are left out of the plan.
+  runs.mkdir()
+  (runs / "red").mkdir()
+  for name in ("smoke.done", "red.done", "red/trained"):
+    (runs / name).touch()
+  again = subprocess.run(["bash", "scripts/gpu_runs.sh", "--plan", "--runs", str(runs)],
+                         cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHON=sys.executable))
+  assert "smoke: done before, skipped" in again.stdout
+  assert [stage for _, _, stage in plan_rows(again.stdout)[1]][1:3] == ["export_red", "decode"]
+
+
+def test_rehearsal_contains_a_failure_summarises_and_skips_what_is_done(tmp_path):
   runs, out = tmp_path / "runs", tmp_path / "out"
-  first = run_script(runs, out, "smoke", "red")
-  assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-  assert "smoke: done" in first.stdout and "red: done" in first.stdout
-  assert "stages left: bench best orange export" in first.stdout
-  table = (out / "summary.md").read_text().splitlines()
-  assert table[0].startswith("| run | steps | training wall s | of which compile s |")
-  (red,) = [line for line in table if line.startswith("| red ")]
+  first = run_script(runs, out, "--fail", "smoke", "smoke", "red", "export_red")
+  # A stage failed: status 1, after every other stage ran and the summary came out.
+  assert first.returncode == 1, first.stdout[-4000:] + first.stderr[-2000:]
+  assert "smoke: FAILED" in first.stdout
+  assert "red: done" in first.stdout and "export_red: done" in first.stdout
+  summary = (out / "summary.md").read_text()
+  assert re.search(r"^\| smoke \| failed \(call 1\) \| \d+ \| train exited with status 1; "
+                   r"error: a failure injected into stage smoke \(--fail\) \|$", summary, re.M)
+  assert "| red | done (call 1) |" in summary and "| export_red | done (call 1) |" in summary
+  # The failed stage's log tail, in its own section.
+  tail = summary.split("## smoke failed (call 1)")[1]
+  assert "train of stage smoke: about to fail" in tail
+  # The runs table's row of red (the stage table's has 4 cells).
+  (red,) = [line for line in summary.splitlines()
+            if line.startswith("| red ") and line.count("|") == 11]
   cells = [cell.strip() for cell in red.strip("|").split("|")]
   assert cells[1] == "70"  # 2 epochs of 35 steps
-  assert float(cells[2]) > 0 and float(cells[3]) > 0
+  # The training wall time is the script's timing of the training command; the
+  # compile time, the run's own record of it, is part of that time.
+  calls = [line.split("\t") for line in (runs / "red.calls").read_text().splitlines()]
+  train_calls = [(float(seconds), status) for part, seconds, status in calls if part == "train"]
+  assert [status for _, status in train_calls] == ["0"]
+  ((train_seconds, _),) = train_calls
+  compile_seconds = [value for _, value in read_scalars(runs / "red")["train/compile_seconds"]]
+  assert len(compile_seconds) == 1
+  assert cells[2] == f"{train_seconds:.0f}" and cells[3] == f"{compile_seconds[0]:.1f}"
+  assert compile_seconds[0] < train_seconds
   assert cells[5].endswith("(600)")  # the whole tiny test split
   assert cells[6] == "-"  # no real lines given
-  assert sorted(os.listdir(out)) == ["gpu_runs.log", "results.tar.gz", "summary.md"]
-  assert (runs / "red" / "eval" / "metrics.json").exists()
+  assert sorted(os.listdir(out)) == ["gpu_runs.log", "red.tar.gz", "results.tar.gz", "summary.md"]
+  with tarfile.open(out / "red.tar.gz") as packed:
+    assert "red/model.json" in packed.getnames()
 
-  again = run_script(runs, out, "smoke", "red")
-  assert again.returncode == 0
-  assert "smoke: done before, skipped" in again.stdout
+  # No stage named: done stages are skipped, the failed one is not tried
+  # again, and a budget that leaves no work time reaches nothing else.
+  again = run_script(runs, out, "--budget", "45")
+  assert again.returncode == 0, again.stdout[-4000:]
   assert "red: done before, skipped" in again.stdout
+  assert "export_red: done before, skipped" in again.stdout
+  assert "smoke: failed in an earlier call, not tried again" in again.stdout
+  summary = (out / "summary.md").read_text()
+  assert "| decode | not reached (call 2) |" in summary
+  assert "## smoke failed (call 1)" in summary
+
+
+def test_a_stage_whose_run_failed_is_skipped_with_the_reason(tmp_path):
+  runs, out = tmp_path / "runs", tmp_path / "out"
+  result = run_script(runs, out, "--fail", "red", "red", "export_red")
+  assert result.returncode == 1
+  summary = (out / "summary.md").read_text()
+  assert "| red | failed (call 1) |" in summary
+  assert "| export_red | skipped (call 1) | 0 | red failed before its training finished |" in summary
+  assert "failed in this call: red" in result.stdout
 
 
 def test_eval_table_puts_evaluations_side_by_side(tmp_path):

@@ -28,6 +28,16 @@ def latest_params(workdir):
   return step, restored
 
 
+def assert_same_arrays(tree_a, tree_b):
+  """Two checkpoints' pytrees hold the same arrays under the same structure."""
+  import jax  # pylint: disable=g-import-not-at-top
+  assert jax.tree.structure(tree_a) == jax.tree.structure(tree_b)
+  leaves_a, leaves_b = jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)
+  assert len(leaves_a) == len(leaves_b) > 10
+  for a, b in zip(leaves_a, leaves_b, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_one_and_four_devices_give_the_same_step(tmp_path):
   results = {}
   for num_devices in (1, 4):
@@ -62,12 +72,10 @@ def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, d
   step_a, params_a = latest_params(str(tmp_path / "straight"))
   step_b, params_b = latest_params(str(tmp_path / "resumed"))
   assert step_a == step_b > stopped_at
-  import jax  # pylint: disable=g-import-not-at-top
-  for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
-    np.testing.assert_array_equal(a, b)
+  assert_same_arrays(params_a, params_b)
 
 
-def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_dir):
+def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_dir, capsys):
   config = tiny_config(data_dir, max_epochs=2, val_check_interval=0.5, train_data="generated",
                        generated_examples_per_epoch=1200)
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
@@ -77,12 +85,16 @@ def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_d
   step_a, state_a = latest_params(str(tmp_path / "straight"))
   step_b, state_b = latest_params(str(tmp_path / "resumed"))
   assert step_a == step_b > 20
-  import jax  # pylint: disable=g-import-not-at-top
-  for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
-    np.testing.assert_array_equal(a, b)
+  assert_same_arrays(state_a, state_b)
   # A split run cannot resume a generated stream's checkpoint, nor the reverse.
   split = tiny_config(data_dir, max_epochs=3, val_check_interval=0.5)
   assert cli.run("train", split, str(tmp_path / "resumed")) == 2
+  stderr = capsys.readouterr().err
+  assert "Traceback" not in stderr
+  error = stderr.strip().splitlines()[-1]
+  assert error.startswith(f"error: checkpoint {tmp_path / 'resumed' / 'checkpoints' / str(step_b)} "
+                          "does not fit this training data and config")
+  assert error.endswith("use the data and seed it was trained with, or another --workdir")
 
 
 def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
