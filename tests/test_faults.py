@@ -182,6 +182,7 @@ def trained(tmp_path, reference):
 # --- 1. kill -9 ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_killed_runs_resume_from_the_last_complete_checkpoint(tmp_path, data_dir, reference):
   workdir = tmp_path / "run"
   # Killed while starting (compiling), before any checkpoint.
@@ -211,6 +212,7 @@ def test_killed_runs_resume_from_the_last_complete_checkpoint(tmp_path, data_dir
 # --- 2. SIGTERM and Ctrl-C ------------------------------------------------------
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, data_dir,
                                                                        reference):
   workdir = tmp_path / "run"
@@ -243,6 +245,7 @@ def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, d
   assert_same_state(workdir, reference)
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_steps(
     tmp_path, data_dir):
   held = 8  # step 8 runs until the test lets it go, after sending SIGINT

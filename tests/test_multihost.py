@@ -147,6 +147,7 @@ def phase_records(out_dir, process_id):
           for phase in info["phases"]]
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_processes_and_devices(runs):
   infos = [read_json(os.path.join(runs["multi"]["out_dir"], f"process_{i}.json"))
            for i in (0, 1)]
@@ -157,6 +158,7 @@ def test_processes_and_devices(runs):
   assert (single["process_count"], single["device_count"]) == (1, 4)
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_every_process_ends_each_phase_where_one_process_does(runs):
   # Training stops at step 7, resumes to step 14 (the end); evaluation exits 0.
   single = phase_records(runs["single"]["out_dir"], 0)
@@ -174,6 +176,7 @@ def test_every_process_ends_each_phase_where_one_process_does(runs):
     assert set(validations[0]) >= {"loss", "token_accuracy", "sequence_accuracy", "exact_match"}
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_same_data_losses_and_parameters_as_one_process(runs):
   for name in ("train_set.txt", "val_set.txt", "test_set.txt"):
     assert filecmp.cmp(runs["root"] / "single_inputs" / name,
@@ -196,6 +199,7 @@ def test_same_data_losses_and_parameters_as_one_process(runs):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_only_process_zero_prints_and_writes_logs(runs):
   first_0, first_1 = runs["first_out"]
   second_0, second_1 = runs["second_out"]
@@ -213,6 +217,7 @@ def test_only_process_zero_prints_and_writes_logs(runs):
   assert os.path.exists(os.path.join(multi_dir, "config.json"))
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_evaluation_scores_every_test_row_once(runs):
   # The barely trained model's predictions vary little from row to row, so
   # the comparison of the gathered predictions with one process's is coarse.

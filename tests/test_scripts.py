@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from polyflax.events import read_scalars
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -64,6 +66,7 @@ def test_plan_fits_two_calls_in_order_of_value_and_starts_nothing(tmp_path):
   assert [stage for _, _, stage in plan_rows(again.stdout)[1]][1:3] == ["export_red", "decode"]
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_rehearsal_contains_a_failure_summarises_and_skips_what_is_done(tmp_path):
   runs, out = tmp_path / "runs", tmp_path / "out"
   first = run_script(runs, out, "--fail", "smoke", "smoke", "red", "export_red")
@@ -111,6 +114,7 @@ def test_rehearsal_contains_a_failure_summarises_and_skips_what_is_done(tmp_path
   assert "## smoke failed (call 1)" in summary
 
 
+@pytest.mark.slow  # trains in subprocesses
 def test_a_stage_whose_run_failed_is_skipped_with_the_reason(tmp_path):
   runs, out = tmp_path / "runs", tmp_path / "out"
   result = run_script(runs, out, "--fail", "red", "red", "export_red")
