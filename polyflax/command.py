@@ -10,7 +10,7 @@ r"""Trains, evaluates or queries a polyflax model.
 Configs (configs/); any field can be overridden, e.g. --config.batch_size=256:
   default.py  the reference's recipe (red): 3+3 layers of width 256, batch 512, 10 epochs
   orange.py   red at batch 256
-  best.py     the accuracy recipe for one GPU: about 7 minutes of training
+  best.py     the accuracy recipe for one GPU, its steps sized to the time it has
   cpu.py      the recipe for a 2-core CPU, under two hours (the shipped checkpoints/cpu)
   tiny.py     trains in seconds on a CPU (tests and smoke runs)
 
