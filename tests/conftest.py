@@ -20,6 +20,17 @@ REAL_DEV = pathlib.Path(
     os.environ.get("POLYFLAX_REAL_DEV", REPO_ROOT.parent / "shared" / "data" / "real_dev.txt"))
 
 
+# Fixtures that train a model: every test that uses one is slow (see pytest.ini).
+TRAINING_FIXTURES = {"tiny_run", "exported", "trained", "reference", "rising_run", "runs",
+                     "short_run"}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def real_dev_lines():
   """The real `factored=expanded` lines (read-only, for fidelity tests and evaluation only)."""

@@ -9,12 +9,16 @@ model must score the same in either.
 import pathlib
 
 import jax.numpy as jnp
+import pytest
 
 from polyflax import config_files
 from polyflax import evaluate
 from polyflax import events
 from polyflax import inference
 from polyflax import train
+
+# Every test here trains or decodes at length (see pytest.ini).
+pytestmark = pytest.mark.slow
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "checkpoints" / "cpu"

@@ -230,6 +230,7 @@ def test_default_output_of_an_exported_folder_is_outside_it(exported):
   assert evaluate.default_output_dir(str(moved)) == os.path.join(str(moved), "eval")
 
 
+@pytest.mark.slow  # trains
 def test_seen_lines_of_a_generated_run_are_those_it_trained_on_also_once_exported(tmp_path):
   config = config_files.tiny(tmp_path / "inputs", generated_size=2000, max_epochs=1,
                              train_data="generated", generated_examples_per_epoch=1200)

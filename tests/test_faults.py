@@ -301,6 +301,7 @@ def poison_batch(monkeypatch, number):
   monkeypatch.setattr(input_pipeline.TrainIterator, "__next__", poisoned)
 
 
+@pytest.mark.slow  # trains
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     tmp_path, data_dir, monkeypatch, capsys):
   poison_batch(monkeypatch, 8)
@@ -315,6 +316,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint
   assert_finite(state)
 
 
+@pytest.mark.slow  # trains
 def test_skip_nonfinite_steps_skips_the_step_and_counts_it(tmp_path, data_dir, monkeypatch):
   poison_batch(monkeypatch, 4)
   workdir = tmp_path / "run"
@@ -589,6 +591,7 @@ def test_read_only_workdir_is_refused(read_only_folder, tmp_path, capsys):
   assert not os.path.exists(tmp_path / "inputs")  # refused before any data was made
 
 
+@pytest.mark.slow  # trains
 def test_disk_full_while_saving_is_a_clear_error_and_the_last_checkpoint_restores(
     tmp_path, data_dir, monkeypatch, capsys):
   save_json = ocp.JsonCheckpointHandler._save_fn

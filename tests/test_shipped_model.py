@@ -15,6 +15,9 @@ from polyflax import decode
 from polyflax import inference
 from polyflax import input_pipeline
 
+# Every test here trains or decodes at length (see pytest.ini).
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHIPPED = REPO_ROOT / "checkpoints" / "cpu"
 # The shipped model's figures (docs/results.md, which the README links to)

@@ -12,6 +12,9 @@ from polyflax.events import read_scalars
 
 from polyflax import checkpoints, cli, config_files, progress, train
 
+# Every test here trains or decodes at length (see pytest.ini).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -38,7 +41,6 @@ def assert_same_arrays(tree_a, tree_b):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.slow  # trains in subprocesses
 def test_one_and_four_devices_give_the_same_step(tmp_path):
   results = {}
   for num_devices in (1, 4):
@@ -98,7 +100,6 @@ def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_d
   assert error.endswith("use the data and seed it was trained with, or another --workdir")
 
 
-@pytest.mark.slow  # trains in subprocesses
 def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
   workdir = tmp_path / "run"
   command = [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),

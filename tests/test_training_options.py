@@ -19,6 +19,9 @@ from polyflax import checkpoints, cli, config_files, events, models, train
 from polyflax import metrics as metrics_lib
 from polyflax import vocab as vocab_lib
 
+# Every test here trains or decodes at length (see pytest.ini).
+pytestmark = pytest.mark.slow
+
 # 2,000 generated lines: 1,520 training examples (23 steps of 64 per epoch)
 # and 80 validation lines.
 COMMON = {"generated_size": 2000, "val_exact_match_examples": 0}
