@@ -26,6 +26,11 @@ def get_config():
   # Examples are padded to the first of these lengths that holds both sides:
   # one compiled shape per bucket. The last must be at least max_len.
   config.length_buckets = (12, 16, 20, 32)
+  # How the model sees numbers: 'printed' as sympy prints them, or 'reversed':
+  # each run of digits least significant digit first inside the model, the
+  # order in which carries flow. Text in and out is printed text either way
+  # (polyflax/vocab.py); the run's vocab.json records it.
+  config.digit_order = "printed"
   # Training examples: 'split' reads the fixed train split (760,000 lines of
   # the 1M-line file, every epoch the same); 'generated' generates fresh lines
   # every epoch, seeded by (data_seed, epoch), so the run can be resumed. The

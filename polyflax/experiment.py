@@ -90,7 +90,7 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
     ConfigError: if the model is over the parameter cap.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
-  vocab = vocab_lib.Vocab.default()
+  vocab = vocab_lib.Vocab.default(config.digit_order)
   model_cfg = model_setup.model_config(config, vocab.size)
   graphdef, params = model_setup.create_model(model_cfg, config.seed)
   num_params = models.count_params(params)

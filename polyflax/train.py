@@ -85,7 +85,7 @@ class Resumed:
 
 def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
            train_stream: input_pipeline.TrainingStream, fingerprint: dict,
-           workdir: str) -> Resumed:
+           workdir: str, vocab: vocab_lib.Vocab) -> Resumed:
   """Restores the latest checkpoint of `store` into `state`'s shardings, and the data position.
 
   The run record is read first, so a checkpoint of another model or data
@@ -96,7 +96,12 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
     return Resumed(state=state, step=None, skipped_steps=0)
   record = store.restore_record(latest)
   model_setup.check_fingerprint(record.model, fingerprint, store.path(latest))
-  workdir_lib.load_vocab(workdir)  # the vocabulary the run was trained with must be this one
+  # The vocabulary the run was trained with must be this one.
+  saved_vocab = workdir_lib.load_vocab(workdir)
+  if saved_vocab.digit_order != vocab.digit_order:
+    raise checkpoints.CheckpointError(
+        f"{workdir} was trained with digit_order={saved_vocab.digit_order!r}, the config "
+        f"says {vocab.digit_order!r}: resume with the run's setting, or use another --workdir")
   try:
     train_stream.set_state(record.iterator)
   except (KeyError, ValueError) as error:
@@ -180,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpoints.ensure_writable_directory(workdir)
 
   # --- Text -> tokens -> batches; the model, optimizer and steps. ---------------
-  vocab = vocab_lib.Vocab.default()
+  vocab = vocab_lib.Vocab.default(config.digit_order)
   batching = input_pipeline.batching(config, mesh)
   data = load_training_data(config, vocab, batching)
   steps_per_epoch = data.train.steps_per_epoch
@@ -204,7 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # --- Resume, run files, logs. ----------------------------------------------------
   store = checkpoints.CheckpointStore(workdir_lib.checkpoints_dir(workdir),
                                       keep_latest=config.checkpoints_to_keep)
-  resumed = resume(store, state, data.train, experiment.fingerprint, workdir)
+  resumed = resume(store, state, data.train, experiment.fingerprint, workdir,
+                   experiment.vocab)
   state, skipped_steps = resumed.state, resumed.skipped_steps
   if is_main and resumed.step is not None:
     print(f"resuming from checkpoint at step {resumed.step}", flush=True)

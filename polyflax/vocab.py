@@ -18,8 +18,17 @@ Ids of the default vocabulary (`Vocab.default()`):
   27..29  `sin cos tan`,
   30..35  `( ) + - * **`.
 
-A vocabulary is stored as plain JSON: a list of its token strings, in id
-order, starting with the four specials.
+Digit order (`digit_order`). With "printed" the model reads and writes
+numbers as they are printed. With "reversed" every run of digit tokens is
+reversed inside the model, so numbers go least significant digit first,
+the order in which carries flow: `-122*t` is encoded as the tokens of
+`-221*t`. The transform is its own inverse and keeps every token in place
+but the digits of a run, so `encode` applies it and `decode` undoes it and
+the text in and out is exactly the printed text.
+
+A vocabulary is stored as JSON: a list of its token strings, in id order,
+starting with the four specials; a vocabulary whose digits are reversed is
+stored as {"tokens": [...], "digit_order": "reversed"}.
 """
 
 from __future__ import annotations
@@ -46,6 +55,10 @@ FUNCTIONS = ("sin", "cos", "tan")
 OPERATORS = ("(", ")", "+", "-", "*", "**")
 DATA_TOKENS = DIGITS + VARIABLES + FUNCTIONS + OPERATORS
 
+# How the model sees numbers (see the module docstring): as printed, or each
+# run of digits reversed (least significant digit first).
+DIGIT_ORDERS = ("printed", "reversed")
+
 # What `decode` prints for the unk id.
 UNK_MARKER = "?"
 
@@ -61,6 +74,40 @@ def tokenize(text: str) -> list[str]:
 def detokenize(tokens: Iterable[str]) -> str:
   """Joins tokens back into text (the inverse of `tokenize`)."""
   return "".join(tokens)
+
+
+def reverse_digit_runs(ids: np.ndarray, is_digit: np.ndarray) -> np.ndarray:
+  """`ids` with every run of digit ids reversed, along the last axis.
+
+  Args:
+    ids: integer ids of any shape; runs never cross from one row (last axis)
+      to the next.
+    is_digit: bool per id of the vocabulary, True for the digit tokens; ids
+      outside it count as non-digits.
+
+  The result has the same shape and dtype; applied twice it gives `ids` back.
+  """
+  ids = np.asarray(ids)
+  if ids.size == 0:
+    return ids.copy()
+  rows = ids.reshape(-1, ids.shape[-1])
+  in_range = (rows >= 0) & (rows < is_digit.size)
+  digit = np.zeros(rows.shape, dtype=bool)
+  digit[in_range] = is_digit[rows[in_range]]
+  # A column of non-digits after each row keeps runs inside their rows.
+  digit = np.pad(digit, ((0, 0), (0, 1))).reshape(-1)
+  positions = np.arange(digit.size)
+  starts = digit.copy()
+  starts[1:] &= ~digit[:-1]
+  ends = digit.copy()
+  ends[:-1] &= ~digit[1:]
+  run_start = np.maximum.accumulate(np.where(starts, positions, 0))
+  run_end = np.minimum.accumulate(np.where(ends, positions, digit.size)[::-1])[::-1]
+  source = np.where(digit, run_start + run_end - positions, positions)
+  width = rows.shape[1] + 1
+  source = source.reshape(rows.shape[0], width)[:, :-1]
+  source = source - (np.arange(rows.shape[0]) * width)[:, None]
+  return np.take_along_axis(rows, source, axis=1).reshape(ids.shape)
 
 
 def _validate_tokens(tokens: Sequence[object]) -> tuple[str, ...]:
@@ -90,13 +137,23 @@ class Vocab:
 
   Attributes:
     tokens: the token strings in id order (specials first).
+    digit_order: "printed" or "reversed" (see the module docstring).
     pad_id, bos_id, eos_id, unk_id: ids of the special tokens (0, 1, 2, 3).
     size: number of tokens, specials included.
   """
 
-  def __init__(self, tokens: Sequence[str]):
-    """Builds a vocabulary from its token list (specials first, in order)."""
+  def __init__(self, tokens: Sequence[str], digit_order: str = "printed"):
+    """Builds a vocabulary from its token list (specials first, in order).
+
+    Raises:
+      ValueError: if a token is invalid, or `digit_order` is not one of `DIGIT_ORDERS`.
+    """
     self.tokens = _validate_tokens(tokens)
+    if digit_order not in DIGIT_ORDERS:
+      raise ValueError(f"digit_order must be one of {', '.join(map(repr, DIGIT_ORDERS))}, "
+                       f"not {digit_order!r}")
+    self.digit_order = digit_order
+    self._is_digit = np.array([token in DIGITS for token in self.tokens], dtype=bool)
     self.pad_id, self.bos_id, self.eos_id, self.unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
     self._token_to_id = {token: i for i, token in enumerate(self.tokens)}
     # Text printed for each id by `decode`: specials other than unk print
@@ -119,9 +176,9 @@ class Vocab:
         for token in FUNCTIONS + ("**",)}
 
   @classmethod
-  def default(cls) -> Vocab:
+  def default(cls, digit_order: str = "printed") -> Vocab:
     """The standard vocabulary: specials, digits, variables, functions, operators."""
-    return cls(SPECIAL_TOKENS + DATA_TOKENS)
+    return cls(SPECIAL_TOKENS + DATA_TOKENS, digit_order)
 
   @property
   def size(self) -> int:
@@ -131,19 +188,28 @@ class Vocab:
     return len(self.tokens)
 
   def __eq__(self, other: object) -> bool:
-    return isinstance(other, Vocab) and self.tokens == other.tokens
+    return (isinstance(other, Vocab) and self.tokens == other.tokens
+            and self.digit_order == other.digit_order)
 
   def __hash__(self) -> int:
-    return hash(self.tokens)
+    return hash((self.tokens, self.digit_order))
 
   def __repr__(self) -> str:
-    return f"Vocab(size={self.size})"
+    return f"Vocab(size={self.size}, digit_order={self.digit_order!r})"
+
+  def _model_order(self, ids: np.ndarray) -> np.ndarray:
+    """Printed order <-> the model's order (the transform is its own inverse)."""
+    if self.digit_order == "reversed":
+      return reverse_digit_runs(ids, self._is_digit)
+    return ids
 
   # --- Single texts. ---
 
   def encode(self, text: str, add_eos: bool = True) -> list[int]:
     """Token ids of `text`, with the eos id appended unless `add_eos` is False."""
     ids = [self._token_to_id.get(token, self.unk_id) for token in tokenize(text)]
+    if self.digit_order == "reversed" and ids:
+      ids = self._model_order(np.asarray(ids)).tolist()
     if add_eos:
       ids.append(self.eos_id)
     return ids
@@ -155,7 +221,7 @@ class Vocab:
       ValueError: if an id is outside the vocabulary.
     """
     pieces = []
-    for token_id in np.asarray(ids, dtype=np.int64).reshape(-1).tolist():
+    for token_id in self._model_order(np.asarray(ids, dtype=np.int64).reshape(-1)).tolist():
       if token_id == self.eos_id:
         break
       if not 0 <= token_id < self.size:
@@ -248,7 +314,7 @@ class Vocab:
     flat_out = out.reshape(-1)
     flat_out[flat_positions] = token_ids[starts_token]
     flat_out[row_begins + tokens_per_text] = self.eos_id
-    return out
+    return self._model_order(out)
 
   @staticmethod
   def _resolve_star_runs(
@@ -271,8 +337,10 @@ class Vocab:
   # --- Serialisation. ---
 
   def to_json(self) -> str:
-    """The vocabulary as JSON: the list of tokens in id order."""
-    return json.dumps(list(self.tokens))
+    """The vocabulary as JSON: the list of tokens in id order, and the digit order if reversed."""
+    if self.digit_order == "printed":
+      return json.dumps(list(self.tokens))
+    return json.dumps({"tokens": list(self.tokens), "digit_order": self.digit_order})
 
   @classmethod
   def from_json(cls, text: str, source: str = "<string>") -> Vocab:
@@ -285,8 +353,12 @@ class Vocab:
       tokens = json.loads(text)
     except json.JSONDecodeError as e:
       raise ValueError(f"{source} is not valid JSON: {e}") from e
+    digit_order = "printed"
+    if isinstance(tokens, dict):
+      digit_order = tokens.get("digit_order", "printed")
+      tokens = tokens.get("tokens")
     try:
-      return cls(tokens)
+      return cls(tokens, digit_order)
     except ValueError as e:
       raise ValueError(f"{source} does not describe a valid vocabulary: {e}") from e
 

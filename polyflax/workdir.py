@@ -104,10 +104,11 @@ def run_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collection
 
 
 def load_vocab(workdir: str) -> vocab_lib.Vocab:
-  """The workdir's vocabulary; it must be the one this code encodes with.
+  """The workdir's vocabulary; its tokens must be the ones this code encodes with.
 
-  A workdir without `vocab.json` (a run that has not saved yet) gets the
-  default vocabulary.
+  The digit order is the saved one (a model trained with reversed digits
+  decodes with them). A workdir without `vocab.json` (a run that has not
+  saved yet) gets the default vocabulary.
   """
   path = os.path.join(workdir, VOCAB_FILE)
   default = vocab_lib.Vocab.default()
@@ -118,7 +119,7 @@ def load_vocab(workdir: str) -> vocab_lib.Vocab:
   except (OSError, ValueError) as error:  # ValueError: bad JSON, bad tokens, not UTF-8
     raise checkpoints.CheckpointError(
         f"cannot read the vocabulary {path}: {checkpoints.one_line(error)}") from error
-  if saved != default:
+  if saved.tokens != default.tokens:
     raise checkpoints.CheckpointError(
         f"vocabulary {path} does not match this version's vocabulary: "
         f"{_vocab_difference(saved, default)}; its checkpoints encode tokens differently")

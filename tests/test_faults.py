@@ -505,7 +505,7 @@ def test_invalid_configs_are_refused_before_anything_runs(tmp_path, capsys):
 
 def test_training_data_batching_and_step_fields_are_checked(tmp_path):
   config = tiny_config(tmp_path, train_data="fresh", constant_per_batch="bytes", max_steps=-1,
-                       generated_examples_per_epoch=-5)
+                       generated_examples_per_epoch=-5, digit_order="backwards")
   with pytest.raises(config_checks.ConfigError) as raised:
     config_checks.check_config(config)
   message = str(raised.value)
@@ -513,6 +513,7 @@ def test_training_data_batching_and_step_fields_are_checked(tmp_path):
   assert "constant_per_batch must be 'tokens' or 'examples' (got 'bytes')" in message
   assert "max_steps must be an integer >= 0 (got -1)" in message
   assert "generated_examples_per_epoch must be an integer >= 0 (got -5)" in message
+  assert "digit_order must be 'printed' or 'reversed' (got 'backwards')" in message
 
 
 def test_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path):

@@ -1,6 +1,7 @@
 """Training end to end on the tiny config: data parallelism, resume, logs, checkpoints."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import pytest
 from checkpoint_files import read_arrays
 from polyflax.events import read_scalars
 
-from polyflax import checkpoints, cli, config_files, progress, train
+from polyflax import checkpoints, cli, config_files, inference, progress, train
+from polyflax import vocab as vocab_lib
 
 # Every test here trains or decodes at length (see pytest.ini).
 pytestmark = pytest.mark.slow
@@ -181,3 +183,24 @@ def test_a_step_is_handed_over_only_once_the_step_two_before_it_is_done():
                     ("done", 12), ("hand over", 14), ("done", 13), ("hand over", 15)]
   in_flight.wait()
   assert in_flight.finished == 15 and bar.n == 5
+
+
+def test_a_run_with_reversed_digits_records_them_and_resumes_only_with_them(tmp_path, data_dir,
+                                                                             capsys):
+  workdir = tmp_path / "reversed"
+  config = tiny_config(data_dir, max_epochs=1, digit_order="reversed")
+  train.train_and_evaluate(config, str(workdir), stop_at_step=5)
+  saved = json.loads((workdir / "vocab.json").read_text())
+  assert saved["digit_order"] == "reversed"
+  assert cli.run("train", tiny_config(data_dir, max_epochs=1), str(workdir)) == 2
+  error = capsys.readouterr().err.strip().splitlines()[-1]
+  assert error == (f"error: {workdir} was trained with digit_order='reversed', the config says "
+                   "'printed': resume with the run's setting, or use another --workdir")
+  train.train_and_evaluate(config, str(workdir))  # resumes with its own setting
+  # An export decodes with the run's digit order: predictions are printed text.
+  export_dir = tmp_path / "exported"
+  assert cli.run("export", config_files.set_fields(config, {"export.dir": str(export_dir)}),
+                 str(workdir)) == 0
+  assert json.loads((export_dir / "vocab.json").read_text())["digit_order"] == "reversed"
+  restored = inference.restore_for_inference(config, str(export_dir))
+  assert restored.vocab == vocab_lib.Vocab.default("reversed")

@@ -167,3 +167,53 @@ def test_load_rejects_invalid_vocab(tmp_path, content):
   path.write_text(content)
   with pytest.raises(ValueError, match="bad_vocab.json"):
     Vocab.load(path)
+
+
+# ---------------------------------------------------------------------------
+# Digits least significant first inside the model (digit_order="reversed").
+
+
+def test_reversed_digits_are_reversed_inside_the_model_and_printed_outside():
+  reversed_vocab, printed = Vocab.default("reversed"), Vocab.default()
+  text = "6*t**2-122*t-84"
+  model_ids = reversed_vocab.encode(text)
+  assert printed.decode(model_ids) == "6*t**2-221*t-48"  # what the model reads and writes
+  assert reversed_vocab.decode(model_ids) == text
+  rows = reversed_vocab.encode_batch([text, "(21-t)*(-6*t-4)", "100*x"], 20)
+  assert printed.decode_batch(rows) == ["6*t**2-221*t-48", "(12-t)*(-6*t-4)", "001*x"]
+  np.testing.assert_array_equal(rows, _encode_rows(reversed_vocab, [text, "(21-t)*(-6*t-4)",
+                                                                    "100*x"], 20))
+
+
+def test_reversed_digits_round_trip_every_real_line(real_dev_lines):
+  reversed_vocab, printed = Vocab.default("reversed"), Vocab.default()
+  sides = [side for line in real_dev_lines for side in line.split("=")]
+  assert len(sides) >= 100_000
+  model_ids = reversed_vocab.encode_batch(sides, 32)
+  assert reversed_vocab.decode_batch(model_ids) == sides
+  # Only the digits moved: the same tokens, and every multi-digit number differs.
+  printed_ids = printed.encode_batch(sides, 32)
+  np.testing.assert_array_equal(np.sort(model_ids, axis=1), np.sort(printed_ids, axis=1))
+  changed = [side for side, a, b in zip(sides, model_ids, printed_ids) if (a != b).any()]
+  assert len(changed) > len(sides) // 2
+
+
+@hypothesis.given(st.lists(st.lists(st.integers(-1, 40), min_size=1, max_size=12),
+                           min_size=1, max_size=6))
+def test_reversing_digit_runs_twice_gives_the_ids_back(rows):
+  width = max(map(len, rows))
+  ids = np.array([row + [0] * (width - len(row)) for row in rows])
+  is_digit = np.array([token in vocab_lib.DIGITS for token in Vocab.default().tokens])
+  once = vocab_lib.reverse_digit_runs(ids, is_digit)
+  np.testing.assert_array_equal(vocab_lib.reverse_digit_runs(once, is_digit), ids)
+  for row, out in zip(ids, once):  # each row is its own: runs never cross rows
+    np.testing.assert_array_equal(vocab_lib.reverse_digit_runs(row[None], is_digit)[0], out)
+
+
+def test_digit_order_is_stored_in_the_json_and_checked():
+  reversed_vocab = Vocab.default("reversed")
+  assert json.loads(reversed_vocab.to_json())["digit_order"] == "reversed"
+  assert Vocab.from_json(reversed_vocab.to_json()) == reversed_vocab != Vocab.default()
+  assert Vocab.from_json(Vocab.default().to_json()).digit_order == "printed"  # the list format
+  with pytest.raises(ValueError, match="digit_order must be one of 'printed', 'reversed'"):
+    Vocab.default("backwards")
