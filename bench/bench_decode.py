@@ -14,6 +14,9 @@ trained run, whose best checkpoint is restored. An untrained model rarely
 emits eos, so with random parameters every batch runs all max_len steps: the
 most work per sequence, for every method alike.
 
+Runs under tcmalloc where it is installed, as the polyflax command does
+(POLYFLAX_TCMALLOC=0: the system's malloc); the output says which.
+
 Usage:
   python bench/bench_decode.py [--config configs/default.py] [--workdir RUN]
       [--num 2048] [--batch_size 512] [--beam_size 4]
@@ -30,6 +33,12 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+from polyflax import allocator  # pylint: disable=g-import-not-at-top
+
+# Before jax is loaded, as the polyflax command does: the bench measures what users run.
+if __name__ == "__main__":
+  allocator.use_tcmalloc()
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
@@ -113,6 +122,7 @@ def main(argv=None) -> int:
   print(f"{len(sources):,} sequences, batch {args.batch_size} (longest bucket), buckets "
         f"{tuple(config.length_buckets)}, max_len {max_len}, parameters {source}, "
         f"devices {devices}", flush=True)
+  print(f"allocator: {allocator.describe()}", flush=True)
 
   results, outputs = {}, {}
   for method in methods:
@@ -154,7 +164,7 @@ def main(argv=None) -> int:
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump({"devices": devices, "num": len(sources), "batch_size": args.batch_size,
                  "beam_size": args.beam_size, "parameters": source, "config": args.config,
-                 "results": results}, f, indent=2)
+                 "allocator": allocator.describe(), "results": results}, f, indent=2)
   return 0
 
 

@@ -12,11 +12,19 @@ training. The output says which. Every batch shape is compiled first, as
 training does (timed apart); then `--steps` steps are timed end to end, host
 input work included. Runs on whatever devices jax sees. `--json` writes the
 figures; `--profile DIR` traces a few more steps with jax's profiler.
+Runs under tcmalloc where it is installed, as the polyflax command does
+(POLYFLAX_TCMALLOC=0: the system's malloc); the output says which.
 """
 
 import argparse
 import json
 import time
+
+from polyflax import allocator  # pylint: disable=g-import-not-at-top
+
+# Before jax is loaded, as the polyflax command does: the bench measures what users run.
+if __name__ == "__main__":
+  allocator.use_tcmalloc()
 
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
@@ -87,6 +95,7 @@ def main():
       "train_data": config.train_data, "data": data_kind,
       "compute_dtype": np.dtype(experiment.model_cfg.dtype).name,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+      "allocator": allocator.describe(),
       "batch_shapes": sorted(iterator.shapes),
       "compile_seconds": compile_seconds, "steps": args.steps, "seconds": seconds,
       "steps_per_second": args.steps / seconds, "examples_per_second": examples / seconds,
@@ -99,6 +108,7 @@ def main():
         f"parameters; compute dtype {figures['compute_dtype']}")
   print(f"data: {data_kind} (train_data={config.train_data!r})")
   print(f"devices: {figures['devices']}")
+  print(f"allocator: {figures['allocator']}")
   print(f"compile: {compile_seconds:.1f} s for {num_shapes} batch shapes")
   print(f"timed: {args.steps} steps in {seconds:.2f} s ({figures['steps_per_second']:,.1f} steps/s, "
         f"{figures['examples_per_step']:,.0f} examples/step)")

@@ -42,6 +42,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from polyflax import allocator
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, evaluation.")
@@ -120,6 +122,8 @@ def main(argv):
 
 def run():
   """The command: `polyflax ...`, `python -m polyflax ...` and `python main.py ...` all run this."""
+  # First, before jax is loaded: maybe start again under tcmalloc (polyflax/allocator.py).
+  allocator.use_tcmalloc()
   # absl's --help prints the main module's docstring: the same text for every entry point.
   sys.modules["__main__"].__doc__ = __doc__
   app.run(main, flags_parser=parse_flags)

@@ -73,6 +73,13 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
     value = _get(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       problems.append(f"{name} must be an integer >= 0 (got {value!r})")
+  cancel_fraction = config.generated_cancel_fraction
+  if (not isinstance(cancel_fraction, (int, float)) or isinstance(cancel_fraction, bool)
+      or not 0.0 <= cancel_fraction < 1.0):
+    problems.append(f"generated_cancel_fraction must be in [0, 1) (got {cancel_fraction!r})")
+  elif cancel_fraction and config.train_data != "generated":
+    problems.append(f"generated_cancel_fraction={cancel_fraction!r} applies to "
+                    "train_data='generated' only: set train_data='generated', or leave it 0")
   buckets = tuple(config.length_buckets)
   if (not buckets or any(not isinstance(b, int) or b <= 0 for b in buckets)
       or list(buckets) != sorted(set(buckets))):

@@ -77,7 +77,9 @@ def _training_lines(config: ml_collections.ConfigDict, record: run_record.RunRec
   for epoch in tqdm.tqdm(range(epochs), desc="training lines", unit="epoch",
                          disable=jax.process_index() != 0, file=sys.stderr):
     seen.update(test_lines.intersection(
-        input_pipeline.generated_lines(config.data_seed, per_epoch, epoch, 0)))
+        input_pipeline.generated_lines(
+            config.data_seed, per_epoch, epoch, 0,
+            cancel_fraction=config.get("generated_cancel_fraction", 0.0))))
   return (f"generated lines: {epochs} epoch{'' if epochs == 1 else 's'} of {per_epoch:,} "
           f"(data seed {config.data_seed})", seen)
 

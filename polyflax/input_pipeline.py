@@ -161,7 +161,8 @@ def training_data(config, split_paths: Mapping[str, str | os.PathLike], vocab: v
   if config.train_data == "generated":
     per_epoch = config.generated_examples_per_epoch or len(train_src)
     train = batching.generated_iterator(
-        generated_examples(vocab, config.max_len, config.data_seed, per_epoch),
+        generated_examples(vocab, config.max_len, config.data_seed, per_epoch,
+                           cancel_fraction=config.generated_cancel_fraction),
         examples_per_epoch=per_epoch, batch_size=config.batch_size, seed=config.seed)
   else:
     train = batching.train_iterator(train_src, train_tgt, batch_size=config.batch_size,
@@ -179,38 +180,45 @@ class GeneratedExamples:
   Chunk 0 of an epoch has `examples_per_epoch` lines, later chunks a
   twentieth of that. Each (epoch, chunk) has its own generator seed, derived
   from (`seed`, epoch, chunk) and distinct from the seed that generates the
-  fixed dataset whose validation and test splits the run is scored on.
-  A plain record, so it can run in another process (see
+  fixed dataset whose validation and test splits the run is scored on;
+  `cancel_fraction` of each chunk's lines are rows whose linear term cancels
+  (see `generate.generate_lines`). A plain record, so it can run in another process (see
   `GeneratedTrainIterator`'s `in_process`).
   """
   vocab: vocab_lib.Vocab
   max_len: int
   seed: int
   examples_per_epoch: int
+  cancel_fraction: float = 0.0
 
   def __call__(self, epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     pairs = [line.split("=") for line in
-             generated_lines(self.seed, self.examples_per_epoch, epoch, chunk)]
+             generated_lines(self.seed, self.examples_per_epoch, epoch, chunk,
+                             cancel_fraction=self.cancel_fraction)]
     return (self.vocab.encode_batch([factored for factored, _ in pairs], self.max_len),
             self.vocab.encode_batch([expanded for _, expanded in pairs], self.max_len))
 
 
-def generated_lines(seed: int, examples_per_epoch: int, epoch: int, chunk: int) -> list[str]:
+def generated_lines(seed: int, examples_per_epoch: int, epoch: int, chunk: int, *,
+                    cancel_fraction: float = 0.0) -> list[str]:
   """The `factored=expanded` lines of chunk `chunk` of epoch `epoch` of a generated stream.
 
-  What `GeneratedExamples(..., seed, examples_per_epoch)(epoch, chunk)`
+  What `GeneratedExamples(..., seed, examples_per_epoch, cancel_fraction)(epoch, chunk)`
   encodes; evaluation reads them to tell the test lines a model trained on.
   """
   count = examples_per_epoch if chunk == 0 else max(1, examples_per_epoch // 20)
   chunk_seed = int(np.random.SeedSequence(
       [seed, _GENERATED_STREAM_TAG, epoch, chunk]).generate_state(1)[0])
-  return generate.generate_lines(count, chunk_seed)
+  return generate.generate_lines(count, chunk_seed, cancel_fraction=cancel_fraction)
 
 
 def generated_examples(vocab: vocab_lib.Vocab, max_len: int, seed: int,
-                       examples_per_epoch: int) -> GeneratedExamples:
+                       examples_per_epoch: int, *,
+                       cancel_fraction: float = 0.0) -> GeneratedExamples:
   """The `make_examples(epoch, chunk)` of fresh lines: see `GeneratedExamples`."""
-  return GeneratedExamples(vocab, max_len, seed, examples_per_epoch)
+  if not 0.0 <= cancel_fraction < 1.0:
+    raise ValueError(f"cancel_fraction must be in [0, 1), got {cancel_fraction!r}")
+  return GeneratedExamples(vocab, max_len, seed, examples_per_epoch, float(cancel_fraction))
 
 
 def _made_in_subprocess(make_examples, epoch: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:

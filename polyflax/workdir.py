@@ -40,7 +40,7 @@ PARAMS_DIR = "params"
 # whatever its own config says: the model's shape, and the data it was
 # trained on (its test and training splits).
 RUN_MODEL_FIELDS = ("max_len",)
-RUN_DATA_FIELDS = ("data_dir", "generated_size", "data_seed")
+RUN_DATA_FIELDS = ("data_dir", "generated_size", "data_seed", "generated_cancel_fraction")
 
 
 def checkpoints_dir(workdir: str) -> str:

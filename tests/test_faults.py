@@ -626,3 +626,17 @@ def test_disk_full_while_saving_is_a_clear_error_and_the_last_checkpoint_restore
     time.sleep(0.01)
   store.close()
   assert leftover_tmp_dirs(workdir) == []
+
+
+def test_generated_cancel_fraction_is_checked_and_refused_for_the_split(tmp_path):
+  for bad in (-0.5, 1.0):
+    with pytest.raises(config_checks.ConfigError,
+                       match=r"generated_cancel_fraction must be in \[0, 1\)"):
+      config_checks.check_config(tiny_config(tmp_path, train_data="generated",
+                                             generated_cancel_fraction=bad))
+  with pytest.raises(config_checks.ConfigError, match="applies to train_data='generated' only"):
+    config_checks.check_config(tiny_config(tmp_path, train_data="split",
+                                           generated_cancel_fraction=0.1))
+  config_checks.check_config(tiny_config(tmp_path, train_data="generated",
+                                         generated_cancel_fraction=0.1))
+  config_checks.check_config(tiny_config(tmp_path, train_data="split"))

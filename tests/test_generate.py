@@ -254,3 +254,71 @@ def test_as_drawn_finds_the_products_the_sampler_can_draw():
       assert generate.can_draw(drawn.first, config) and generate.can_draw(drawn.second, config)
       if generate.can_draw(form.first, config) and generate.can_draw(form.second, config):
         assert drawn == form
+
+
+def _cancelling_share(lines: list[str]) -> float:
+  forms = [algebra.parse_factored(line.split("=")[0]) for line in lines]
+  rows = generate.SampledRows(
+      unit_ids=np.zeros(len(forms), dtype=np.int64),
+      first=np.array([form.first for form in forms], dtype=np.int64),
+      second=np.array([form.second for form in forms], dtype=np.int64))
+  return float(generate.is_cancelling(rows).mean())
+
+
+def test_cancelling_pairs_are_every_drawable_cancelling_pair():
+  pairs, probabilities = generate.cancelling_pairs()
+  a, b, c, d = pairs.T
+  assert np.all((b != 0) & (d != 0) & (a * d + b * c == 0))
+  factors = pairs[:, :2].tolist() + pairs[:, 2:].tolist()
+  assert all(generate.can_draw(tuple(factor)) for factor in factors)
+  assert probabilities.sum() == pytest.approx(1.0)
+  # The generator's own cancelling rows, counted: same pairs, same shares of a == 1.
+  rows = generate.sample_rows(400_000, seed=11)
+  natural = generate.is_cancelling(rows)
+  assert 0.002 < natural.mean() < 0.005  # the data's share, about 0.35%
+  drawn = {tuple(pair) for pair in
+           np.concatenate([rows.first[natural], rows.second[natural]], axis=1).tolist()}
+  assert drawn <= {tuple(p) for p in pairs.tolist()}
+  share_of_unit = probabilities[pairs[:, 0] == 1].sum()
+  assert abs(np.mean(rows.first[natural][:, 0] == 1) - share_of_unit) < 0.03
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.3])
+def test_cancel_fraction_sets_the_share_of_cancelling_rows(fraction):
+  n = 40_000
+  lines = generate.generate_lines(n, seed=5, cancel_fraction=fraction)
+  assert len(lines) == n
+  # Replaced rows cancel; the generator's own rows left cancel at ~0.35%.
+  expected = fraction + (1 - fraction) * 0.0035
+  assert abs(_cancelling_share(lines) - expected) < 0.003
+  if fraction == 0.0:
+    assert lines == generate.generate_lines(n, seed=5)
+
+
+def test_cancelling_rows_expand_right_and_look_like_the_generators():
+  lines = generate.generate_lines(20_000, seed=9, cancel_fraction=0.5)
+  cancelling = [line for line in lines if _cancelling_share([line]) == 1.0]
+  assert len(cancelling) > 9_000
+  for line in cancelling:
+    factored, expanded = line.split("=")
+    assert algebra.expand(factored) == expanded
+    c2, c1, c0 = algebra.parse_polynomial(expanded).coefficients
+    assert c1 == 0 and c2 != 0 and c0 != 0
+    assert generate.as_drawn(algebra.parse_factored(factored)) is not None
+  # Both printed orders of the quirk: `m-k*u**2` and `k*u**2-m`.
+  assert any(re.fullmatch(r"\d+-\d*\*?.+\*\*2", line.split("=")[1]) for line in cancelling)
+  assert any(re.fullmatch(r".+\*\*2-\d+", line.split("=")[1]) for line in cancelling)
+  # Units drawn as for every row: some trig, every variable.
+  trig = sum(algebra.is_trig(line.split("=")[0]) for line in cancelling) / len(cancelling)
+  assert 0.015 < trig < 0.05
+  units = [algebra.parse_factored(line.split("=")[0]).unit for line in cancelling]
+  assert {unit[-2] if "(" in unit else unit for unit in units} == set(algebra.VARIABLES)
+
+
+def test_cancel_fraction_is_deterministic_and_checked():
+  first = generate.generate_lines(5_000, seed=3, cancel_fraction=0.1)
+  assert first == generate.generate_lines(5_000, seed=3, cancel_fraction=0.1)
+  assert first != generate.generate_lines(5_000, seed=4, cancel_fraction=0.1)
+  for bad in (-0.1, 1.0):
+    with pytest.raises(ValueError, match=r"cancel_fraction must be in \[0, 1\)"):
+      generate.generate_lines(10, seed=3, cancel_fraction=bad)

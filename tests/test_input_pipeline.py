@@ -494,3 +494,28 @@ def test_batching_of_a_config_takes_its_buckets_constant_and_the_mesh():
   assert input_pipeline.batching(config, sharding.make_mesh(), buckets=(32,)).buckets == (32,)
   with pytest.raises(ValueError, match="constant"):
     Batching(constant="bytes")
+
+
+def test_generated_stream_with_cancel_fraction_is_seeded_and_holds_that_share():
+  vocab = Vocab.default()
+  make = input_pipeline.generated_examples(vocab, 32, seed=0, examples_per_epoch=4_000,
+                                           cancel_fraction=0.2)
+  again = input_pipeline.generated_examples(vocab, 32, seed=0, examples_per_epoch=4_000,
+                                            cancel_fraction=0.2)
+  src, tgt = make(1, 0)
+  np.testing.assert_array_equal(src, again(1, 0)[0])
+  np.testing.assert_array_equal(tgt, again(1, 0)[1])
+  plain = input_pipeline.generated_examples(vocab, 32, seed=0, examples_per_epoch=4_000)
+  plain_src, _ = plain(1, 0)
+  assert src.tobytes() != plain_src.tobytes()
+  expanded = vocab.decode_batch(tgt)
+  from polyflax import algebra  # pylint: disable=g-import-not-at-top
+  cancelling = 0
+  for source, target in zip(vocab.decode_batch(src), expanded):
+    assert algebra.expand(source) == target
+    form = algebra.parse_factored(source)
+    (a, b), (c, d) = form.first, form.second
+    cancelling += b != 0 and d != 0 and a * d + b * c == 0
+  assert abs(cancelling / len(expanded) - (0.2 + 0.8 * 0.0035)) < 0.02
+  with pytest.raises(ValueError, match=r"cancel_fraction must be in \[0, 1\)"):
+    input_pipeline.generated_examples(vocab, 32, seed=0, examples_per_epoch=10, cancel_fraction=1)
