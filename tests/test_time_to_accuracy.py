@@ -132,3 +132,20 @@ def test_time_to_accuracy_refuses_a_source_without_history(tmp_path):
   assert missing.returncode == 1 and "no such run folder or model card" in missing.stderr
   bad = run_script(tmp_path, "--thresholds", "99")
   assert bad.returncode == 2 and "between 0 and 1" in bad.stderr
+
+
+def test_time_to_accuracy_falls_back_on_the_latest_checkpoint_without_event_files(tmp_path):
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from polyflax import checkpoints  # pylint: disable=import-outside-toplevel
+  store = checkpoints.CheckpointStore(str(tmp_path / "checkpoints"))
+  for count, (step, _, _, loss) in enumerate(VALIDATIONS[:4], start=1):
+    store.save(step, {"weights": jnp.zeros((2,))}, record(
+        validation={"loss": loss}, train_seconds=HISTORY[count - 1]["train_seconds"],
+        validation_history=HISTORY[:count]))
+  store.close()
+  result = run_script(tmp_path, "--thresholds", "0.99")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines()[-2:] == [
+      f"{tmp_path} (latest checkpoint's record): 4 validations, to step 4,000 after 1:06:40 of "
+      "training (validation apart)",
+      "exact match >= 0.99: 1:06:40 (4000 s) at step 4,000 (exact match 0.9905)"]
