@@ -637,6 +637,17 @@ def shape_of(form: FactoredForm) -> str:
   return "binomials"
 
 
+def linear_term_cancels(form: FactoredForm) -> bool:
+  """Whether the two cross terms of (a*u+b)*(c*u+d) cancel: a*d + b*c = 0, none of them zero.
+
+  Such a product has no linear term although each factor has one and a
+  constant (`(19-5*h)*(19+5*h)` -> `361-25*h**2`); k*u**2 and k*u*(c*u+d),
+  whose linear term is absent or whole, never cancel.
+  """
+  (a, b), (c, d) = form.first, form.second
+  return a * b * c * d != 0 and a * d + b * c == 0
+
+
 def row_shape(factored_text: str) -> str:
   """The shape of a factored side: one of `SHAPES`.
 

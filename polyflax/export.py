@@ -12,11 +12,15 @@ and nothing of the optimizer, the run's `config.json` and `vocab.json`, and a
   parameters    the parameter count
   step          the training step of the parameters
   validation    the validation figures logged at that step
+  validation_history  every validation of the run, to its latest checkpoint
+                (which may come after the exported step): step,
+                train_seconds, exact_match, loss (scripts/time_to_accuracy.py)
   model         the model fields (the fingerprint checked on restore)
   iterator      where the training stream stood at that step
   trained_with  the command, the versions (python, jax, flax, optax,
                 orbax-checkpoint) and devices of the training run, when
-                the checkpoint was saved, the steps skipped, the step folder
+                the checkpoint was saved, the steps skipped, the training
+                seconds to that step (validation apart), the step folder
   config        the resolved config of the run
   exported_at, exported_with   when and with which versions it was exported
 
@@ -71,6 +75,23 @@ def _check_target(export_dir: str, workdir: str) -> None:
         "--config.export.dir (an exported model there would be replaced)")
 
 
+def run_history(workdir: str, record: run_record.RunRecord) -> list:
+  """The validation history of the whole run: its latest checkpoint's, when that one goes further.
+
+  The exported step is the best one, often not the last; the latest
+  checkpoint's history holds the exported step's and the validations after
+  it (a resumed run carries the history of the checkpoint it resumed from).
+  """
+  store = checkpoints.CheckpointStore(workdir_lib.checkpoints_dir(workdir), read_only=True)
+  try:
+    latest = store.latest_step()
+    history = store.restore_record(latest).validation_history if latest is not None else []
+  finally:
+    store.close()
+  return list(history if len(history) > len(record.validation_history)
+              else record.validation_history)
+
+
 def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str) -> dict:
   """Writes the exported folder of `workdir`'s best checkpoint; returns its model card.
 
@@ -92,6 +113,7 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
   # the epochs trained again to tell seen test lines from unseen), model and
   # trained_with fields, as `run_record.RunRecord.from_card` reads them back.
   recorded = model.record.card_fields()
+  recorded["validation_history"] = run_history(workdir, model.record)
   # The step folder, relative to the run's workdir: no path of the machine
   # that exported it.
   recorded["trained_with"]["checkpoint"] = os.path.relpath(model.source, workdir)

@@ -8,6 +8,9 @@ never the donated state). The device always has the next step queued, the
 host never runs further ahead, and a stop waits for two steps at most. The
 progress bar counts finished steps, so its rate and ETA are the steps' own.
 
+`TrainingClock` counts a run's training seconds across sessions, with
+validation left out: the time axis of the validation history.
+
 `TimeEstimate` times the first steps of a run on a CPU and, when the rest of
 the run would take over an hour, says so once, pointing to configs/cpu.py.
 """
@@ -90,3 +93,39 @@ class TimeEstimate:
             f"at the speed of the first {measured} ({seconds_per_step:.2f} s a step, "
             "validation apart); configs/cpu.py is the recipe sized for a CPU "
             "(a 998k-parameter model, trained in 1.85 h on a 2-core CPU)")
+
+
+class TrainingClock:
+  """Seconds of training of a run, over all its sessions, paused while it validates.
+
+  A session starts it at `seconds_before` (what the checkpoint it resumed
+  from recorded, 0 for a fresh run), `start`s it when its loop begins and
+  `pause`s it around validation and the save that follows it. Time spent
+  before the loop (data, model, the compilation that `train.py` times apart
+  as train/compile_seconds) is not counted, so the first step counts only
+  what it waits for beyond that (little, its programs being compiled). The
+  steps a session trains again after a resume from an older checkpoint are
+  counted once: the clock goes on from the checkpoint's seconds. `clock` is
+  for tests.
+  """
+
+  def __init__(self, seconds_before: float = 0.0, *,
+               clock: Callable[[], float] = time.perf_counter):
+    self._seconds_before, self._clock = float(seconds_before), clock
+    self._started_at = None  # when it last started; None while paused
+
+  def start(self) -> None:
+    """Counts from now on (nothing if it is counting already)."""
+    if self._started_at is None:
+      self._started_at = self._clock()
+
+  def pause(self) -> float:
+    """Stops counting until the next `start`; returns the seconds so far."""
+    self._seconds_before = self.seconds()
+    self._started_at = None
+    return self._seconds_before
+
+  def seconds(self) -> float:
+    """The training seconds so far, this session's and the earlier ones'."""
+    running = 0.0 if self._started_at is None else self._clock() - self._started_at
+    return self._seconds_before + running

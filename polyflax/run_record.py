@@ -3,8 +3,10 @@
 `RunRecord` is the JSON item of every checkpoint (`checkpoints.py` writes
 and reads it, and nothing else does): the data iterator's position, the
 steps skipped so far, the model fingerprint, the command, versions and
-devices of the run, when it was saved, and the validation figures of the
-step when it was a validation step. An exported model's card (`model.json`)
+devices of the run, when it was saved, the validation figures of the
+step when it was a validation step, the training seconds so far and the
+history of every validation up to the step (`history_entry`). An exported
+model's card (`model.json`)
 carries the same fields (`RunRecord.card_fields` / `from_card`), so
 evaluation reads one type whichever folder it is given.
 
@@ -22,6 +24,8 @@ import sys
 from importlib import metadata
 from typing import Any, Mapping
 
+# Fields a record may lack: records written before they existed still load.
+_OPTIONAL_FIELDS = ("validation", "train_seconds", "validation_history")
 # The libraries whose versions a record carries.
 _VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
 
@@ -37,6 +41,12 @@ class RunRecord:
   devices: str  # e.g. "1 x cpu"
   saved_at: str  # ISO 8601, UTC
   validation: dict | None = None  # the validation metrics of this step, if it validated
+  # Seconds of training up to this step, over every session (see `train.py`);
+  # 0 in records written before they were counted.
+  train_seconds: float = 0.0
+  # Every validation up to this step, oldest first (`history_entry`); empty in
+  # records written before the history was kept.
+  validation_history: list = dataclasses.field(default_factory=list)
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -49,12 +59,19 @@ class RunRecord:
       ValueError: one line naming the fields that are missing or of the wrong type.
     """
     missing = [field.name for field in dataclasses.fields(cls)
-               if field.name not in saved and field.name != "validation"]
+               if field.name not in saved and field.name not in _OPTIONAL_FIELDS]
     if missing:
       raise ValueError(f"the record lacks {', '.join(missing)} (written by another version?)")
-    record = cls(**{field.name: saved.get(field.name) for field in dataclasses.fields(cls)})
-    wrong = [name for name, kind in (("model", dict), ("iterator", dict), ("skipped_steps", int))
+    record = cls(**{field.name: saved[field.name] for field in dataclasses.fields(cls)
+                    if field.name in saved})
+    wrong = [name for name, kind in (("model", dict), ("iterator", dict), ("skipped_steps", int),
+                                     ("train_seconds", (int, float)),
+                                     ("validation_history", list))
              if not isinstance(getattr(record, name), kind)]
+    if not wrong and not all(isinstance(entry, Mapping) and "step" in entry
+                             and "train_seconds" in entry
+                             for entry in record.validation_history):
+      wrong = ["validation_history"]
     if wrong:
       raise ValueError(f"the record's {', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} "
                        "not of the expected type")
@@ -62,10 +79,11 @@ class RunRecord:
 
   def card_fields(self) -> dict:
     """What an exported model's card (model.json) carries of the record."""
-    return {"validation": self.validation or {}, "iterator": self.iterator,
-            "model": self.model, "trained_with": {
+    return {"validation": self.validation or {}, "validation_history": self.validation_history,
+            "iterator": self.iterator, "model": self.model, "trained_with": {
                 "command": self.command, "versions": self.versions, "devices": self.devices,
-                "saved_at": self.saved_at, "skipped_steps": self.skipped_steps}}
+                "saved_at": self.saved_at, "skipped_steps": self.skipped_steps,
+                "train_seconds": self.train_seconds}}
 
   @classmethod
   def from_card(cls, card: Mapping[str, Any]) -> "RunRecord":
@@ -77,10 +95,26 @@ class RunRecord:
     trained_with = card.get("trained_with")
     if not isinstance(trained_with, Mapping):
       raise ValueError("the card has no 'trained_with' record")
-    # Cards exported before skipped steps were carried have none.
+    # Cards exported before skipped steps, training seconds or the
+    # validation history were carried have none.
     return cls.from_json(dict(trained_with, skipped_steps=trained_with.get("skipped_steps", 0),
+                              train_seconds=trained_with.get("train_seconds", 0.0),
                               model=card.get("model"), iterator=card.get("iterator"),
-                              validation=card.get("validation") or None))
+                              validation=card.get("validation") or None,
+                              validation_history=card.get("validation_history") or []))
+
+
+def history_entry(step: int, train_seconds: float, validation: Mapping[str, Any]) -> dict:
+  """One validation of a run, as `RunRecord.validation_history` keeps it.
+
+  {step, train_seconds, exact_match, loss}: `exact_match` is the greedy
+  exact match of the validation sample (None when the run decodes none,
+  `val_exact_match_examples=0`), `loss` the teacher-forced validation loss.
+  """
+  exact_match = validation.get("exact_match")
+  return {"step": int(step), "train_seconds": float(train_seconds),
+          "exact_match": None if exact_match is None else float(exact_match),
+          "loss": float(validation["loss"])}
 
 
 def command_line() -> str:

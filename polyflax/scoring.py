@@ -2,7 +2,8 @@
 
 `score` turns the rows of a test set and the model's predictions into the
 figures `evaluate` reports: exact match, algebraic equivalence, exact match
-per row group (`row_groups`: shape, trig, seen or unseen in training) and
+per row group (`row_groups`: shape, trig, linear term cancelling, seen or
+unseen in training) and
 the failures counted by kind (`failure_kinds`). Nothing here decodes, reads
 files or needs jax: the exact algebra of `algebra` is the only dependency.
 """
@@ -30,21 +31,27 @@ def _parse_or_none(text: str) -> algebra.Polynomial | None:
 
 
 def row_groups(factored: str, expanded: str, seen_lines: set[str] | None = None) -> list[str]:
-  """The groups a test row is scored in: its shape, trig, seen or unseen, and both.
+  """The groups a test row is scored in: its shape, trig, cancelling, seen or unseen, and both.
 
   Shapes are those of `algebra.SHAPES` ("binomials", "k_u_binomial",
   "monomial", "square"), or "unknown" for a side that is not a product of two
-  linear factors. "seen"/"unseen" (only with `seen_lines`) says whether the
+  linear factors. "linear_cancels" holds the products whose cross terms
+  cancel (`algebra.linear_term_cancels`: `(19-5*h)*(19+5*h)` ->
+  `361-25*h**2`), where the model must write no linear term although both
+  factors have one. "seen"/"unseen" (only with `seen_lines`) says whether the
   whole line was among those the model trained on; the row is then also in
   "shape_<shape>_seen" or "shape_<shape>_unseen".
   """
   try:
-    shape = "shape_" + algebra.row_shape(factored)
+    form = algebra.parse_factored(factored)
   except algebra.AlgebraError:
-    shape = "shape_unknown"
+    form = None
+  shape = "shape_unknown" if form is None else "shape_" + algebra.shape_of(form)
   groups = [shape]
   if algebra.is_trig(factored):
     groups.append("shape_trig")
+  if form is not None and algebra.linear_term_cancels(form):
+    groups.append("linear_cancels")
   if seen_lines is not None:
     seen = "seen" if f"{factored}={expanded}" in seen_lines else "unseen"
     groups += [seen, f"{shape}_{seen}"]

@@ -7,7 +7,9 @@ latest checkpoint (`resume`), compile every batch shape (saying so first;
 the compiled programs are kept on disk, see `compile_cache`), then step
 with at most two steps in flight (`progress.InFlight`), logging each window
 (`run_log.LogWindow`), validating (`validation.Validator`) and checkpointing
-every `val_check_interval` of an epoch, until the last step or a stop
+every `val_check_interval` of an epoch (each validation is kept in the
+run record's history with the training seconds so far,
+`progress.TrainingClock`), until the last step or a stop
 signal (`signals.GracefulStop`, answered at once, stopping within two
 steps). On a CPU a long run says early how long it will take
 (`progress.TimeEstimate`). `fast_dev_run` is its own short path. The steps
@@ -77,10 +79,13 @@ def load_training_data(config: ml_collections.ConfigDict, vocab: vocab_lib.Vocab
 
 @dataclasses.dataclass
 class Resumed:
-  """Where a run continues: its state, the checkpoint's step (None: fresh) and skip count."""
+  """Where a run continues: its state, the checkpoint's step (None: fresh), skip count,
+  training seconds and validation history so far."""
   state: steps.TrainState
   step: int | None
   skipped_steps: int
+  train_seconds: float = 0.0
+  validation_history: list = dataclasses.field(default_factory=list)
 
 
 def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
@@ -110,17 +115,21 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
         f"({error}); use the data and seed it was trained with, or another --workdir"
     ) from error
   restored = store.restore(latest, checkpoints.abstract_like(state))
-  return Resumed(state=restored, step=latest, skipped_steps=record.skipped_steps)
+  return Resumed(state=restored, step=latest, skipped_steps=record.skipped_steps,
+                 train_seconds=record.train_seconds,
+                 validation_history=list(record.validation_history))
 
 
 def save_checkpoint(store: checkpoints.CheckpointStore, step: int, state: steps.TrainState, *,
                     fingerprint: dict, train_stream: input_pipeline.TrainingStream,
-                    skipped_steps: int, validation_metrics: dict | None = None) -> None:
+                    skipped_steps: int, train_seconds: float, validation_history: list,
+                    validation_metrics: dict | None = None) -> None:
   """Starts saving `state` at `step` with its run record (see `run_record.RunRecord`)."""
   store.save(step, state, run_record.RunRecord(
       model=fingerprint, iterator=train_stream.get_state(), skipped_steps=skipped_steps,
       command=run_record.command_line(), versions=run_record.versions(),
-      devices=run_record.devices(), saved_at=run_record.now(), validation=validation_metrics))
+      devices=run_record.devices(), saved_at=run_record.now(), validation=validation_metrics,
+      train_seconds=train_seconds, validation_history=list(validation_history)))
 
 
 def raise_if_nonfinite(window: run_log.LogWindow, step: int,
@@ -212,6 +221,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   resumed = resume(store, state, data.train, experiment.fingerprint, workdir,
                    experiment.vocab)
   state, skipped_steps = resumed.state, resumed.skipped_steps
+  history = resumed.validation_history  # grows by one entry at each validation
   if is_main and resumed.step is not None:
     print(f"resuming from checkpoint at step {resumed.step}", flush=True)
   if is_main:
@@ -255,6 +265,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   estimate = progress_lib.TimeEstimate(total_steps, backend=jax.default_backend())
   val_metrics = {}
   batches = iter(data.train)
+  # Training seconds, validation left out, going on from the checkpoint's.
+  clock = progress_lib.TrainingClock(resumed.train_seconds)
+  clock.start()
   first_step = step
   with signals.GracefulStop(announce=say) as stop:
     stop.boundary = step + 1
@@ -268,7 +281,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                   (stop_at_step is not None and step >= stop_at_step)):
           raise_if_nonfinite(window, step, store)
           save_checkpoint(store, step, state, fingerprint=experiment.fingerprint,
-                          train_stream=data.train, skipped_steps=skipped_steps)
+                          train_stream=data.train, skipped_steps=skipped_steps,
+                          train_seconds=clock.pause(), validation_history=history)
           store.wait()
           in_flight.wait()
           reason = stop.reason or f"stop_at_step={stop_at_step}"
@@ -306,14 +320,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                ex_s=f"{train_metrics['examples_per_second']:,.0f}")
           window.restart()
         if at_validation:
+          # The steps are done (the log above waited for them): validation
+          # and its save are not training time.
+          train_seconds = clock.pause()
           val_metrics = validator(state.params)
+          history.append(run_record.history_entry(step, train_seconds, val_metrics))
           run_log.write_scalars(writer, step, "val", val_metrics)
+          run_log.write_scalars(writer, step, "val", {"train_seconds": train_seconds})
           say(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
               f"val {name} {value:.4f}" for name, value in val_metrics.items()))
           save_checkpoint(store, step, state, fingerprint=experiment.fingerprint,
                           train_stream=data.train, skipped_steps=skipped_steps,
+                          train_seconds=train_seconds, validation_history=history,
                           validation_metrics=val_metrics)
           window.restart_clock()  # validation time is not training time
+          clock.start()
         if jax.process_count() > 1 and step % config.log_every_steps == 0:
           # A signal reaches each process on its own: stop together, at the
           # first log step where any process has one.

@@ -4,8 +4,8 @@
       generated=runs/eval/cpu_test/metrics.json
 
 Each argument is LABEL=PATH of a `metrics.json` written by `--mode=evaluate`;
-each becomes a column. Rows: all lines, each row shape, trig rows, seen and
-unseen lines, and each shape split into seen and unseen; a cell is the exact
+each becomes a column. Rows: all lines, each row shape, trig rows, rows whose
+linear term cancels (a*d+b*c=0), seen and unseen lines, and each shape split into seen and unseen; a cell is the exact
 match and, in brackets, the number of lines (empty where an evaluation has
 no such line). The last rows count the failures by the coefficient they get
 wrong.
@@ -30,7 +30,8 @@ def table_rows() -> list[tuple[str, str]]:
   """(group of `scoring.row_groups`, what the table calls it), in table order."""
   rows = [("", "all lines")]
   rows += [(f"shape_{shape}", shape_name) for shape, shape_name in SHAPES]
-  rows += [("shape_trig", "sin/cos/tan rows"), ("seen", "seen in training"),
+  rows += [("shape_trig", "sin/cos/tan rows"),
+           ("linear_cancels", "linear term cancels (a*d+b*c=0)"), ("seen", "seen in training"),
            ("unseen", "not seen in training")]
   for seen in ("seen", "unseen"):
     rows += [(f"shape_{shape}_{seen}", f"{shape_name}, {seen}") for shape, shape_name in SHAPES]

@@ -142,6 +142,13 @@ def test_export_writes_the_best_step(rising_run, tmp_path):
   assert card["step"] == best
   assert card["trained_with"]["checkpoint"] == os.path.join("checkpoints", str(best))
   assert card["validation"]["loss"] == pytest.approx(val_loss[best], rel=1e-6)
+  # The history is the whole run's, past the exported step to the latest checkpoint.
+  history = card["validation_history"]
+  assert [entry["step"] for entry in history] == sorted(val_loss) and history[-1]["step"] > best
+  assert [entry["loss"] for entry in history] == pytest.approx(
+      [val_loss[step] for step in sorted(val_loss)], rel=1e-6)
+  at_best = next(entry for entry in history if entry["step"] == best)
+  assert card["trained_with"]["train_seconds"] == at_best["train_seconds"] > 0
   # The exported parameters are those of the best step, not the latest.
   params = jax.tree.leaves(read_arrays(exported / "params"))
   best_params = jax.tree.leaves(read_arrays(workdir / "checkpoints" / str(best) / "state")["params"])

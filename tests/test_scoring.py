@@ -67,6 +67,36 @@ def test_score_without_training_lines_has_no_seen_split_and_checks_lengths():
     scoring.score([("(z+3)**2", "z**2+6*z+9")], ["a", "b"])
 
 
+def test_rows_whose_linear_term_cancels_are_grouped_apart():
+  # (19-5*h)*(5*h+19): -5*19 + 19*5 = 0, so 361-25*h**2; (18*o-22)*(o+11):
+  # 18*11 - 22*1 = 176, so its linear term stays.
+  assert algebra.expand("(19-5*h)*(5*h+19)") == "361-25*h**2"
+  assert "linear_cancels" in scoring.row_groups("(19-5*h)*(5*h+19)", "361-25*h**2")
+  assert algebra.expand("(18*o-22)*(o+11)") == "18*o**2+176*o-242"
+  assert "linear_cancels" not in scoring.row_groups("(18*o-22)*(o+11)", "18*o**2+176*o-242")
+  # No linear term without cross terms to cancel: k*u**2 is not in the group.
+  assert "linear_cancels" not in scoring.row_groups("-7*sin(i)**2", "-7*sin(i)**2")
+  assert scoring.row_groups("x+", "x") == ["shape_unknown"]
+
+
+def test_score_reports_the_rows_whose_linear_term_cancels():
+  pairs = [("(19-5*h)*(5*h+19)", "361-25*h**2"), ("(x+3)*(2*x-6)", "2*x**2-18"),
+           ("(2*sin(a)-1)*(4*sin(a)+2)", "8*sin(a)**2-2"),
+           ("(o+11)*(18*o-22)", "18*o**2+176*o-242"), ("(z+3)**2", "z**2+6*z+9")]
+  for factored, expanded in pairs:
+    assert algebra.expand(factored) == expanded
+    assert algebra.format_factored(*algebra.parse_factored(factored)) == factored
+  predictions = ["361-25*h**2", "2*x**2+0*x-18", "8*sin(a)**2-2", "18*o**2+176*o-242", "z**2+9"]
+  metrics = scoring.score(pairs, predictions)
+  assert metrics["num_examples_linear_cancels"] == 3
+  assert metrics["exact_match_linear_cancels"] == pytest.approx(2 / 3)
+  assert metrics["num_examples_shape_binomials"] == 4
+  assert metrics["exact_match"] == pytest.approx(3 / 5)
+  from polyflax import evaluate  # pylint: disable=import-outside-toplevel
+  report = evaluate._summary(metrics)  # pylint: disable=protected-access
+  assert "linear_cancels 0.6667 (3)" in report.splitlines()[1]
+
+
 def test_failure_kinds_of_single_predictions():
   assert scoring.failure_kinds("2*k**2-k-435", "2*k**2-k-435") == []
   assert scoring.failure_kinds("2*k**2-k-435", "-k+2*k**2-435") == ["printed_differently"]

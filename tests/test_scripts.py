@@ -155,6 +155,18 @@ def test_eval_table_puts_evaluations_side_by_side(tmp_path):
   assert bad.returncode == 2 and "expected LABEL=PATH" in bad.stderr
 
 
+def test_eval_table_has_a_row_for_lines_whose_linear_term_cancels(tmp_path):
+  from polyflax import scoring  # pylint: disable=import-outside-toplevel
+  pairs = [("(19-5*h)*(5*h+19)", "361-25*h**2"), ("(x+3)*(2*x-6)", "2*x**2-18"),
+           ("(k-15)*(2*k+29)", "2*k**2-k-435")]
+  metrics = scoring.score(pairs, ["361-25*h**2", "2*x**2-x-18", "2*k**2-k-435"])
+  (tmp_path / "a.json").write_text(json.dumps(metrics))
+  result = subprocess.run([sys.executable, "scripts/eval_table.py", f"real={tmp_path / 'a.json'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert "| linear term cancels (a*d+b*c=0) | 0.5000 (2) |" in result.stdout.splitlines()
+
+
 def test_training_time_adds_up_sessions_and_counts_repeated_steps(tmp_path):
   from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
   # Session 1 logs steps 0..1000 over an hour; session 2 resumes at 800

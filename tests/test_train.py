@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from checkpoint_files import read_arrays
-from polyflax.events import read_scalars
+from polyflax.events import latest_by_step, read_scalars
 
 from polyflax import checkpoints, cli, config_files, inference, progress, train
 from polyflax import vocab as vocab_lib
@@ -31,6 +31,14 @@ def latest_params(workdir):
   restored = read_arrays(os.path.join(store.directory, str(step), "state"))
   store.close()
   return step, restored
+
+
+def latest_record(workdir):
+  store = checkpoints.CheckpointStore(os.path.join(workdir, "checkpoints"), read_only=True)
+  try:
+    return store.restore_record(store.latest_step())
+  finally:
+    store.close()
 
 
 def assert_same_arrays(tree_a, tree_b):
@@ -72,12 +80,37 @@ def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, d
   train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at_step=stopped_at)
   step, _ = latest_params(str(tmp_path / "resumed"))
   assert step == stopped_at
+  stop_record = latest_record(str(tmp_path / "resumed"))  # saved before the first validation
+  assert stop_record.validation_history == [] and stop_record.train_seconds > 0
   resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert resumed == straight
   step_a, params_a = latest_params(str(tmp_path / "straight"))
   step_b, params_b = latest_params(str(tmp_path / "resumed"))
   assert step_a == step_b > stopped_at
   assert_same_arrays(params_a, params_b)
+  # The validation history goes on across the resume, its clock too.
+  straight_history = latest_record(str(tmp_path / "straight")).validation_history
+  resumed_record = latest_record(str(tmp_path / "resumed"))
+  history = resumed_record.validation_history
+  assert [entry["step"] for entry in history] == [entry["step"] for entry in straight_history]
+  assert len(history) >= 3 and history[0]["step"] > stopped_at
+  for entry, straight_entry in zip(history, straight_history):
+    assert entry["exact_match"] == straight_entry["exact_match"] is not None
+    assert entry["loss"] == straight_entry["loss"]
+  seconds = [entry["train_seconds"] for entry in history]
+  assert stop_record.train_seconds < seconds[0] and seconds == sorted(seconds)
+  assert resumed_record.train_seconds == seconds[-1]
+  logged = dict(latest_by_step(read_scalars(tmp_path / "resumed")["val/train_seconds"]))
+  assert logged == pytest.approx({entry["step"]: entry["train_seconds"] for entry in history})
+  script = subprocess.run([sys.executable, "scripts/time_to_accuracy.py", str(tmp_path / "resumed"),
+                           "--thresholds", "0"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+  assert script.returncode == 0, script.stderr
+  assert script.stdout.splitlines()[0].startswith(f"{tmp_path / 'resumed'} (event files): "
+                                                  f"{len(history)} validations")
+  assert script.stdout.splitlines()[1].endswith(
+      f"({seconds[0]:.0f} s) at step {history[0]['step']} "
+      f"(exact match {history[0]['exact_match']:.4f})")
 
 
 def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_dir, capsys):
