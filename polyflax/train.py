@@ -89,7 +89,9 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
   """Restores the latest checkpoint of `store` into `state`'s shardings, and the data position.
 
   The run record is read first, so a checkpoint of another model or data
-  stops with what differs before its arrays are read.
+  stops with what differs before its arrays are read; so does one whose
+  moving average of the parameters (`ema_decay`) is on where the config's is
+  off, or the other way round.
   """
   latest = store.latest_step()
   if latest is None:
@@ -97,6 +99,13 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
   record = store.restore_record(latest)
   model_setup.check_fingerprint(record.model, fingerprint, store.path(latest))
   workdir_lib.load_vocab(workdir)  # the vocabulary the run was trained with must be this one
+  saved_ema = checkpoints.EMA_PARAMS_FIELD in store.saved_fields(latest)
+  if saved_ema != (state.ema_params is not None):
+    raise checkpoints.CheckpointError(
+        f"checkpoint {store.path(latest)} was trained "
+        f"{'with' if saved_ema else 'without'} a moving average of the parameters: resume "
+        f"with ema_decay {'> 0' if saved_ema else '= 0'} as it was trained, or use another "
+        "--workdir")
   try:
     train_stream.set_state(record.iterator)
   except (KeyError, ValueError) as error:
@@ -104,15 +113,16 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
         f"checkpoint {store.path(latest)} does not fit this training data and config "
         f"({error}); use the data and seed it was trained with, or another --workdir"
     ) from error
-  restored = store.restore(latest, checkpoints.abstract_like(state))
-  return Resumed(state=restored, step=latest, skipped_steps=record.skipped_steps)
+  restored = store.restore(latest, checkpoints.abstract_like(steps.checkpoint_tree(state)))
+  return Resumed(state=steps.state_from_checkpoint_tree(restored), step=latest,
+                 skipped_steps=record.skipped_steps)
 
 
 def save_checkpoint(store: checkpoints.CheckpointStore, step: int, state: steps.TrainState, *,
                     fingerprint: dict, train_stream: input_pipeline.TrainingStream,
                     skipped_steps: int, validation_metrics: dict | None = None) -> None:
   """Starts saving `state` at `step` with its run record (see `run_record.RunRecord`)."""
-  store.save(step, state, run_record.RunRecord(
+  store.save(step, steps.checkpoint_tree(state), run_record.RunRecord(
       model=fingerprint, iterator=train_stream.get_state(), skipped_steps=skipped_steps,
       command=run_record.command_line(), versions=run_record.versions(),
       devices=run_record.devices(), saved_at=run_record.now(), validation=validation_metrics))
@@ -146,7 +156,7 @@ def fast_dev_run(experiment: experiment_lib.Experiment, state: steps.TrainState,
       state, steps.step_batch(next(iter(data.train)), experiment.mesh))
   train_metrics = metrics_lib.averages(sums)
   val_metrics = validation.Validator(experiment, data, batching, max_batches=1,
-                                     max_decoded=multiple)(state.params)
+                                     max_decoded=multiple)(state.model_params)
   if jax.process_index() == 0:
     print(f"fast_dev_run: train loss {train_metrics['loss']:.4f}, "
           f"val loss {val_metrics['loss']:.4f}; nothing written", flush=True)
@@ -226,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f"{compile_cache.location()})", flush=True)
   compile_start = time.perf_counter()
   num_train_shapes = experiment_lib.compile_train_step(experiment, state, data.train.shapes)
-  num_val_shapes = validator.compile(state.params)
+  num_val_shapes = validator.compile(state.model_params)
   compile_seconds = time.perf_counter() - compile_start
   run_log.write_scalars(writer, step, "train", {"compile_seconds": compile_seconds})
   if is_main:
@@ -300,7 +310,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                ex_s=f"{train_metrics['examples_per_second']:,.0f}")
           window.restart()
         if at_validation:
-          val_metrics = validator(state.params)
+          # The EMA when the run keeps one: what is validated is what the
+          # best checkpoint is chosen by and what is exported.
+          val_metrics = validator(state.model_params)
           run_log.write_scalars(writer, step, "val", val_metrics)
           say(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
               f"val {name} {value:.4f}" for name, value in val_metrics.items()))
