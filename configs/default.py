@@ -102,6 +102,12 @@ def get_config():
   # Probability mass spread over the other tokens of each target; 0: none,
   # since exact match rewards a confident argmax.
   config.label_smoothing = 0.0
+  # Decay of an exponential moving average of the parameters, kept in float32
+  # beside them (warmed up: the first updates use (1+step)/(10+step)); 0: off.
+  # When on, the average is what validation scores, the best checkpoint is
+  # chosen by, and evaluate and export use: it smooths out the noise of the
+  # last updates. E.g. 0.999 (an average over about the last 1,000 steps).
+  config.ema_decay = 0.0
   # A step whose loss is NaN/inf stops training (False) or is skipped and
   # counted in the logs as train/skipped_steps (True).
   config.skip_nonfinite_steps = False

@@ -1,10 +1,13 @@
 """Orbax checkpoints of the training state: the latest few and the best.
 
 Each checkpoint step holds two items:
-  * `state`: the train state pytree (step, parameters, optimizer state, RNG),
-    written with `StandardSave` and read back with `StandardRestore` onto the
-    shardings of an abstract target, or, for inference, its parameters alone
-    (`CheckpointStore.restore_params`, an Orbax partial restore);
+  * `state`: the train state pytree (step, parameters, optimizer state, RNG,
+    and `ema_params`, the parameters' moving average, when the run keeps
+    one), written with `StandardSave` and read back with `StandardRestore`
+    onto the shardings of an abstract target, or, for inference, one field of
+    parameters alone (`CheckpointStore.restore_params`, an Orbax partial
+    restore): the moving average when saved, since that is then the model
+    (`model_params_field`);
   * `extra`: the run record as JSON (`run_record.RunRecord`: data-iterator
     position, model fingerprint, validation figures, the command and
     versions that trained it), written by `save` and read by
@@ -42,6 +45,10 @@ BEST_METRIC = "val_loss"  # lower is better
 # The two items of a training checkpoint's step folder.
 STATE_ITEM = "state"  # the TrainState
 RECORD_ITEM = "extra"  # the RunRecord, as JSON
+# The state's fields holding parameters: those trained, and their moving
+# average, saved only by a run with ema_decay > 0 (the model such a run validates and exports).
+PARAMS_FIELD = "params"
+EMA_PARAMS_FIELD = "ema_params"
 # Largest data file Orbax writes for a parameters-only folder (it splits
 # bigger trees over several files); shipped models keep every file under 15 MiB.
 PARAMS_FILE_BYTES = 8 << 20
@@ -288,11 +295,25 @@ class CheckpointStore:
                             f"written for another model?): {one_line(error)}{hint}") from error
     return restored[STATE_ITEM]
 
-  def restore_params(self, step: int, abstract_params: Any) -> Any:
-    """Only the parameters of step `step`'s state, onto `abstract_params`' shardings.
+  def saved_fields(self, step: int) -> set[str]:
+    """The names of the fields of step `step`'s saved state (from its metadata, no array read)."""
+    path = os.path.join(self.directory, str(step), STATE_ITEM)
+    try:
+      metadata = ocp.PyTreeCheckpointer().metadata(path).item_metadata
+      return set(getattr(metadata, "tree", metadata))
+    except Exception as error:  # pylint: disable=broad-except
+      raise CheckpointError(f"cannot read the state's metadata in {path} (corrupted or "
+                            f"truncated?): {one_line(error)}") from error
 
-    An Orbax partial restore: the optimizer state, the step and the RNG
-    stay on disk, so inference never builds or reads them.
+  def model_params_field(self, step: int) -> str:
+    """The field of step `step`'s state that is the model: the moving average when saved."""
+    return EMA_PARAMS_FIELD if EMA_PARAMS_FIELD in self.saved_fields(step) else PARAMS_FIELD
+
+  def restore_params(self, step: int, abstract_params: Any, field: str = PARAMS_FIELD) -> Any:
+    """Only the parameters in `field` of step `step`'s state, onto `abstract_params`' shardings.
+
+    An Orbax partial restore: the optimizer state, the step, the RNG and the
+    other field of parameters stay on disk, so inference never builds or reads them.
     """
     path = os.path.join(self.directory, str(step))
     _quiet_abandoned_reads()
@@ -300,14 +321,14 @@ class CheckpointStore:
       restored = ocp.PyTreeCheckpointer().restore(
           os.path.join(path, STATE_ITEM),
           args=ocp.args.PyTreeRestore(
-              item={"params": abstract_params},
-              restore_args={"params": _restore_args(abstract_params)},
+              item={field: abstract_params},
+              restore_args={field: _restore_args(abstract_params)},
               partial_restore=True))
     except Exception as error:  # Orbax raises many types; name the file and the cause.
       raise CheckpointError(f"cannot restore the parameters of checkpoint {path} (corrupted, "
                             f"truncated or written for another model?): {one_line(error)}"
                             ) from error
-    return restored["params"]
+    return restored[field]
 
   def restore_record(self, step: int) -> RunRecord:
     """Only the run record of a step: read first, before any array."""

@@ -56,7 +56,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
   if isinstance(config.batch_size, int) and config.batch_size > 0 and config.batch_size % num_devices:
     problems.append(f"batch_size={config.batch_size} does not divide over {num_devices} devices: "
                     f"use a multiple of {num_devices}")
-  for name in ("model.dropout_rate", "model.attention_dropout_rate", "label_smoothing"):
+  for name in ("model.dropout_rate", "model.attention_dropout_rate", "label_smoothing",
+               "ema_decay"):
     value = _get(config, name)
     if not 0.0 <= value < 1.0:
       problems.append(f"{name} must be in [0, 1) (got {value!r})")

@@ -54,11 +54,20 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
   return optax.chain(*parts)
 
 
-def init_state(params, tx, seed: int) -> steps.TrainState:
-  """Step 0: the initial parameters, a fresh optimizer state and the dropout key."""
+def init_state(params, tx, seed: int, ema_decay: float = 0.0) -> steps.TrainState:
+  """Step 0: the initial parameters, a fresh optimizer state and the dropout key.
+
+  With `ema_decay > 0`, also the parameters' moving average, started at a
+  float32 copy of them (a copy: the step donates the state, and one buffer
+  cannot be donated twice).
+  """
+  ema_params = None
+  if ema_decay > 0:
+    ema_params = jax.tree.map(lambda x: jnp.array(x, dtype=jnp.float32, copy=True), params)
   return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=tx.init(params),
-                          rng=jax.random.key_data(jax.random.key(seed + 1)))
+                          rng=jax.random.key_data(jax.random.key(seed + 1)),
+                          ema_params=ema_params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +106,14 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
   config_checks.check_param_count(num_params, config)
   schedule = learning_rate_schedule(config, total_steps)
   tx = make_optimizer(config, schedule)
-  state = sharding.put_replicated(init_state(params, tx, config.seed), mesh)
+  state = sharding.put_replicated(init_state(params, tx, config.seed, config.ema_decay), mesh)
   replicated = sharding.replicated(mesh)
   batch_sharded = sharding.batch_sharded(mesh)
   train_step = jax.jit(
       functools.partial(steps.train_step, graphdef=graphdef, tx=tx,
                         label_smoothing=config.label_smoothing,
-                        skip_nonfinite=config.skip_nonfinite_steps),
+                        skip_nonfinite=config.skip_nonfinite_steps,
+                        ema_decay=config.ema_decay),
       in_shardings=(replicated, batch_sharded),
       out_shardings=(replicated, replicated),
       donate_argnums=(0,))

@@ -5,7 +5,8 @@
 
 writes the folder that `inference.restore_for_inference` reads (its layout is
 in inference.py's docstring): the best checkpoint's parameters in float32
-and nothing of the optimizer, the run's `config.json` and `vocab.json`, and a
+(their moving average for a run with `ema_decay > 0`, saved as ordinary
+parameters) and nothing of the optimizer, the run's `config.json` and `vocab.json`, and a
 `model.json` that says what the model is:
 
   format        "polyflax-exported-model/1"

@@ -4,7 +4,8 @@
 
 * a training run (`python main.py --workdir runs/red`): its best checkpoint
   (lowest validation loss), of which only the parameters are read, with an
-  Orbax partial restore;
+  Orbax partial restore: their moving average when the run kept one
+  (`ema_decay > 0`), since that is what it validated and chose the best by;
 * an exported model (`--mode=export`, as shipped in `checkpoints/`), which
   holds nothing else:
 
@@ -122,7 +123,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
       raise checkpoints.CheckpointError(f"no complete checkpoint in {directory}")
     record = store.restore_record(step)
     model_setup.check_fingerprint(record.model, fingerprint, store.path(step))
-    params = store.restore_params(step, target)
+    params = store.restore_params(step, target, field=store.model_params_field(step))
   finally:
     store.close()
   return InferenceModel(graphdef=graphdef, params=params, vocab=vocab, model_cfg=model_cfg,

@@ -94,7 +94,9 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
   """Restores the latest checkpoint of `store` into `state`'s shardings, and the data position.
 
   The run record is read first, so a checkpoint of another model or data
-  stops with what differs before its arrays are read.
+  stops with what differs before its arrays are read; so does one whose
+  moving average of the parameters (`ema_decay`) is on where the config's is
+  off, or the other way round.
   """
   latest = store.latest_step()
   if latest is None:
@@ -107,6 +109,13 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
     raise checkpoints.CheckpointError(
         f"{workdir} was trained with digit_order={saved_vocab.digit_order!r}, the config "
         f"says {vocab.digit_order!r}: resume with the run's setting, or use another --workdir")
+  saved_ema = checkpoints.EMA_PARAMS_FIELD in store.saved_fields(latest)
+  if saved_ema != (state.ema_params is not None):
+    raise checkpoints.CheckpointError(
+        f"checkpoint {store.path(latest)} was trained "
+        f"{'with' if saved_ema else 'without'} a moving average of the parameters: resume "
+        f"with ema_decay {'> 0' if saved_ema else '= 0'} as it was trained, or use another "
+        "--workdir")
   try:
     train_stream.set_state(record.iterator)
   except (KeyError, ValueError) as error:
@@ -114,9 +123,9 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
         f"checkpoint {store.path(latest)} does not fit this training data and config "
         f"({error}); use the data and seed it was trained with, or another --workdir"
     ) from error
-  restored = store.restore(latest, checkpoints.abstract_like(state))
-  return Resumed(state=restored, step=latest, skipped_steps=record.skipped_steps,
-                 train_seconds=record.train_seconds,
+  restored = store.restore(latest, checkpoints.abstract_like(steps.checkpoint_tree(state)))
+  return Resumed(state=steps.state_from_checkpoint_tree(restored), step=latest,
+                 skipped_steps=record.skipped_steps, train_seconds=record.train_seconds,
                  validation_history=list(record.validation_history))
 
 
@@ -125,7 +134,7 @@ def save_checkpoint(store: checkpoints.CheckpointStore, step: int, state: steps.
                     skipped_steps: int, train_seconds: float, validation_history: list,
                     validation_metrics: dict | None = None) -> None:
   """Starts saving `state` at `step` with its run record (see `run_record.RunRecord`)."""
-  store.save(step, state, run_record.RunRecord(
+  store.save(step, steps.checkpoint_tree(state), run_record.RunRecord(
       model=fingerprint, iterator=train_stream.get_state(), skipped_steps=skipped_steps,
       command=run_record.command_line(), versions=run_record.versions(),
       devices=run_record.devices(), saved_at=run_record.now(), validation=validation_metrics,
@@ -160,7 +169,7 @@ def fast_dev_run(experiment: experiment_lib.Experiment, state: steps.TrainState,
       state, steps.step_batch(next(iter(data.train)), experiment.mesh))
   train_metrics = metrics_lib.averages(sums)
   val_metrics = validation.Validator(experiment, data, batching, max_batches=1,
-                                     max_decoded=multiple)(state.params)
+                                     max_decoded=multiple)(state.model_params)
   if jax.process_index() == 0:
     print(f"fast_dev_run: train loss {train_metrics['loss']:.4f}, "
           f"val loss {val_metrics['loss']:.4f}; nothing written", flush=True)
@@ -242,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           f"{compile_cache.location()})", flush=True)
   compile_start = time.perf_counter()
   num_train_shapes = experiment_lib.compile_train_step(experiment, state, data.train.shapes)
-  num_val_shapes = validator.compile(state.params)
+  num_val_shapes = validator.compile(state.model_params)
   compile_seconds = time.perf_counter() - compile_start
   run_log.write_scalars(writer, step, "train", {"compile_seconds": compile_seconds})
   if is_main:
@@ -323,7 +332,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           # The steps are done (the log above waited for them): validation
           # and its save are not training time.
           train_seconds = clock.pause()
-          val_metrics = validator(state.params)
+          # The EMA when the run keeps one: what is validated is what the
+          # best checkpoint is chosen by and what is exported.
+          val_metrics = validator(state.model_params)
           history.append(run_record.history_entry(step, train_seconds, val_metrics))
           run_log.write_scalars(writer, step, "val", val_metrics)
           run_log.write_scalars(writer, step, "val", {"train_seconds": train_seconds})
