@@ -98,6 +98,8 @@ BATCH_CONSTANTS = ("tokens", "examples")
 Batch = dict[str, np.ndarray]
 # The state key that tells a generated stream's state from a split's.
 GENERATED_STATE_KEY = "generated_per_epoch"
+# The generated stream's share of rows whose linear term cancels, when not 0.
+CANCEL_FRACTION_STATE_KEY = "generated_cancel_fraction"
 # Mixed into the seeds of generated training lines (any constant would do).
 _GENERATED_STREAM_TAG = 0x5EED
 
@@ -722,6 +724,8 @@ class GeneratedTrainIterator:
     if examples_per_epoch < 1:
       raise ValueError(f"examples_per_epoch must be positive, got {examples_per_epoch}")
     self._make_examples = make_examples
+    # Recorded in the state, so a resume with another mix is refused.
+    self._cancel_fraction = float(getattr(make_examples, "cancel_fraction", 0.0))
     self._examples_per_epoch = int(examples_per_epoch)
     self._settings = dict(batch_size=batch_size, seed=seed, batching=batching)
     first = self._epoch_iterator(0)  # raises ValueError as TrainIterator does
@@ -811,8 +815,11 @@ class GeneratedTrainIterator:
 
   def get_state(self) -> dict[str, int]:
     """The position in the stream, as plain ints."""
-    return {"seed": self._seed, "epoch": self._epoch, "position": self._position,
-            GENERATED_STATE_KEY: self._examples_per_epoch}
+    state = {"seed": self._seed, "epoch": self._epoch, "position": self._position,
+             GENERATED_STATE_KEY: self._examples_per_epoch}
+    if self._cancel_fraction:  # a state without it is of a stream of the data's own mix
+      state[CANCEL_FRACTION_STATE_KEY] = self._cancel_fraction
+    return state
 
   def set_state(self, state: Mapping[str, int]) -> None:
     """Resumes at a state from `get_state` of an iterator with the same settings.
@@ -830,6 +837,10 @@ class GeneratedTrainIterator:
     if (seed, per_epoch) != (self._seed, self._examples_per_epoch):
       raise ValueError(f"iterator state has seed {seed} and {per_epoch} examples per epoch, "
                        f"this stream {self._seed} and {self._examples_per_epoch}")
+    cancel_fraction = float(state.get(CANCEL_FRACTION_STATE_KEY, 0.0))
+    if cancel_fraction != self._cancel_fraction:
+      raise ValueError(f"iterator state has generated_cancel_fraction={cancel_fraction}, "
+                       f"this stream {self._cancel_fraction}")
     epoch, position = _resumed_position(epoch, position, self.steps_per_epoch)
     iterator = self._iterator_for(epoch)
     iterator.set_state({"seed": seed, "epoch": epoch, "position": position})

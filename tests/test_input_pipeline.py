@@ -519,3 +519,28 @@ def test_generated_stream_with_cancel_fraction_is_seeded_and_holds_that_share():
   assert abs(cancelling / len(expanded) - (0.2 + 0.8 * 0.0035)) < 0.02
   with pytest.raises(ValueError, match=r"cancel_fraction must be in \[0, 1\)"):
     input_pipeline.generated_examples(vocab, 32, seed=0, examples_per_epoch=10, cancel_fraction=1)
+
+
+def test_a_generated_stream_resumes_only_with_the_mix_it_was_drawn_with():
+  vocab = Vocab.default()
+  settings = dict(examples_per_epoch=400, batch_size=16, seed=3, in_process=True)
+
+  def stream(cancel_fraction):
+    return input_pipeline.GeneratedTrainIterator(
+        input_pipeline.generated_examples(vocab, 32, seed=0, examples_per_epoch=400,
+                                          cancel_fraction=cancel_fraction), **settings)
+
+  mixed, plain = stream(0.2), stream(0.0)
+  next(mixed)
+  state = mixed.get_state()
+  assert state["generated_cancel_fraction"] == 0.2
+  assert "generated_cancel_fraction" not in plain.get_state()  # as states were before
+  with pytest.raises(ValueError, match="generated_cancel_fraction=0.2, this stream 0.0"):
+    plain.set_state(state)
+  with pytest.raises(ValueError, match="generated_cancel_fraction=0.0, this stream 0.2"):
+    stream(0.2).set_state(plain.get_state())
+  again = stream(0.2)
+  again.set_state(state)
+  _assert_batches_equal(_take(again, 3), _take(mixed, 3))
+  for iterator in (mixed, plain, again):
+    iterator.close()
