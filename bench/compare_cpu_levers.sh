@@ -19,6 +19,8 @@
 #   mix       reversed, plus 5% of training lines whose linear term cancels
 #   lr3       reversed at learning rate 3e-3
 #   b32       reversed at batch 32 (twice the steps, at the same examples)
+#   reversed_seed1  reversed with another seed (initialisation and batch
+#             order): how far two runs of one recipe differ
 set -uo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-7500}
@@ -37,6 +39,7 @@ lever() {
     ema) echo --config.digit_order=reversed --config.ema_decay=0.999 ;;
     mix) echo --config.digit_order=reversed --config.generated_cancel_fraction=0.05 ;;
     lr3) echo --config.digit_order=reversed --config.learning_rate=3e-3 ;;
+    reversed_seed1) echo --config.digit_order=reversed --config.seed=1 ;;
     b32) echo --config.digit_order=reversed --config.batch_size=32 \
               --config.max_steps=$((steps * 2)) ;;
     *) echo "unknown arm $1" >&2; return 1 ;;
