@@ -288,22 +288,32 @@ class CheckpointStore:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           **{STATE_ITEM: ocp.args.StandardRestore(abstract_state)}))
     except Exception as error:  # Orbax raises many types; name the file and the cause.
-      others = [other for other in self.all_steps() if other != step]
-      hint = (f"; other checkpoints here: steps {others} (move {path} away to use the "
-              "latest of them)" if others else "")
-      raise CheckpointError(f"cannot restore checkpoint {path} (corrupted, truncated or "
-                            f"written for another model?): {one_line(error)}{hint}") from error
+      raise self._unrestorable(step, error) from error
     return restored[STATE_ITEM]
+
+  def _unrestorable(self, step: int, error: BaseException) -> CheckpointError:
+    """One line naming step `step`'s checkpoint, the cause, and the other steps there."""
+    path = os.path.join(self.directory, str(step))
+    others = [other for other in self.all_steps() if other != step]
+    hint = (f"; other checkpoints here: steps {others} (move {path} away to use the "
+            "latest of them)" if others else "")
+    return CheckpointError(f"cannot restore checkpoint {path} (corrupted, truncated or "
+                           f"written for another model?): {one_line(error)}{hint}")
 
   def saved_fields(self, step: int) -> set[str]:
     """The names of the fields of step `step`'s saved state (from its metadata, no array read)."""
     path = os.path.join(self.directory, str(step), STATE_ITEM)
+    _quiet_abandoned_reads()  # as in `restore`: a failed read's threads finish while it unwinds
+    checkpointer = ocp.PyTreeCheckpointer()
     try:
-      metadata = ocp.PyTreeCheckpointer().metadata(path).item_metadata
+      metadata = checkpointer.metadata(path).item_metadata
+      if metadata is None:
+        raise ValueError(f"no metadata in {path}")
       return set(getattr(metadata, "tree", metadata))
     except Exception as error:  # pylint: disable=broad-except
-      raise CheckpointError(f"cannot read the state's metadata in {path} (corrupted or "
-                            f"truncated?): {one_line(error)}") from error
+      raise self._unrestorable(step, error) from error
+    finally:
+      checkpointer.close()  # its threads would otherwise print at exit
 
   def model_params_field(self, step: int) -> str:
     """The field of step `step`'s state that is the model: the moving average when saved."""

@@ -198,6 +198,7 @@ def test_reversed_digits_round_trip_every_real_line(real_dev_lines):
   assert len(changed) > len(sides) // 2
 
 
+@hypothesis.settings(deadline=None)
 @hypothesis.given(st.lists(st.lists(st.integers(-1, 40), min_size=1, max_size=12),
                            min_size=1, max_size=6))
 def test_reversing_digit_runs_twice_gives_the_ids_back(rows):
