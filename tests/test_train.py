@@ -172,20 +172,23 @@ def test_config_over_the_parameter_cap_is_refused(tmp_path, data_dir, capsys):
 def test_time_estimate_says_once_how_long_the_rest_of_a_cpu_run_takes():
   now = [0.0]
   clock = lambda: now[0]
-  estimate = progress.TimeEstimate(5000, backend="cpu", clock=clock)
-  assert estimate.observe(1) is None  # the first step (it waited for compilation) starts the clock
+  estimate = progress.TimeEstimate(5000, backend="cpu", skip_steps=5, measure_steps=10,
+                                   clock=clock)
   said = []
-  for step in range(2, 30):
-    now[0] += 2.0
+  for step in range(1, 40):
+    # The first steps of a session are slow (compilation, warming up): not timed.
+    now[0] += 2.0 if step > 6 else 30.0
     said.append(estimate.observe(step))
   lines = [line for line in said if line]
-  assert len(lines) == 1 and said.index(lines[0]) == 9  # after 10 timed steps, then never again
-  assert lines[0].startswith("note: no GPU or TPU: the remaining 4,989 steps take about 2.8 h "
-                             "at the speed of the first 10 (2.00 s a step")
+  # Steps 1-5 skipped, the clock starts at step 6 and reads 10 steps later; then never again.
+  assert len(lines) == 1 and said.index(lines[0]) == 15
+  assert lines[0].startswith("note: no GPU or TPU: the remaining 4,984 steps take about 2.8 h "
+                             "at the speed of steps 7-16 (2.00 s a step")
   assert "configs/cpu.py" in lines[0]
   for backend, total_steps in (("gpu", 5000), ("cpu", 1000)):  # an accelerator; under an hour
-    quiet = progress.TimeEstimate(total_steps, backend=backend, clock=clock)
-    assert not any(quiet.observe(step) for step in range(1, 30))
+    quiet = progress.TimeEstimate(total_steps, backend=backend, skip_steps=5,
+                                  measure_steps=10, clock=clock)
+    assert not any(quiet.observe(step) for step in range(1, 40))
 
 
 def test_a_step_is_handed_over_only_once_the_step_two_before_it_is_done():
