@@ -71,8 +71,18 @@ def test_records_and_cards_written_before_the_history_still_load():
   assert loaded.validation_history == [] and loaded.train_seconds == 0.0
   card = json.loads((REPO / "checkpoints" / "cpu" / "model.json").read_text())
   shipped = run_record.RunRecord.from_card(card)
-  assert shipped.validation_history == [] and shipped.train_seconds == 0.0
-  assert shipped.validation["exact_match"] == 1.0
+  assert len(shipped.validation_history) == 10 and shipped.train_seconds > 0
+  # The card as models exported before the history was kept wrote it.
+  older = run_record.RunRecord.from_card(card_without_history(card))
+  assert older.validation_history == [] and older.train_seconds == 0.0
+  assert older.validation["exact_match"] == 1.0
+
+
+def card_without_history(card: dict) -> dict:
+  """A model card as exports wrote it before the validation history was kept."""
+  older = json.loads(json.dumps(card))
+  del older["validation_history"], older["trained_with"]["train_seconds"]
+  return older
 
 
 def test_a_malformed_history_is_refused_in_one_line():
@@ -125,9 +135,12 @@ def test_time_to_accuracy_reads_event_files_with_a_resumed_run_repeating_steps(t
 
 
 def test_time_to_accuracy_refuses_a_source_without_history(tmp_path):
-  shipped = run_script(REPO / "checkpoints" / "cpu")  # exported before the history was kept
-  assert shipped.returncode == 1
-  assert shipped.stderr.startswith("error: no validation history with exact match in ")
+  card = json.loads((REPO / "checkpoints" / "cpu" / "model.json").read_text())
+  (tmp_path / "older").mkdir()
+  (tmp_path / "older" / "model.json").write_text(json.dumps(card_without_history(card)))
+  older = run_script(tmp_path / "older")  # exported before the history was kept
+  assert older.returncode == 1
+  assert older.stderr.startswith("error: no validation history with exact match in ")
   missing = run_script(tmp_path / "nothing")
   assert missing.returncode == 1 and "no such run folder or model card" in missing.stderr
   bad = run_script(tmp_path, "--thresholds", "99")
