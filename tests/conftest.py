@@ -3,6 +3,7 @@
 import os
 import pathlib
 import tempfile
+from typing import NamedTuple
 
 import pytest
 
@@ -38,3 +39,24 @@ def real_dev_lines():
     pytest.skip(f"real lines not found at {REAL_DEV}")
   with open(REAL_DEV, encoding="utf-8") as f:
     return [line.rstrip("\n") for line in f if line.strip()]
+
+
+class TinyRun(NamedTuple):
+  """A tiny run trained once for the whole test session: share it, never write into it."""
+  config: "ml_collections.ConfigDict"  # configs/tiny.py on `data_dir`, one epoch of 2,000 lines
+  data_dir: pathlib.Path  # its generated splits
+  workdir: pathlib.Path  # its checkpoints, events and run record
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+  """One tiny run trained for one epoch, for every test that only reads a trained run.
+
+  A test that changes the workdir (resumes it, damages a checkpoint, exports
+  into it) copies it first: `shutil.copytree(tiny_run.workdir, tmp_path / "run")`.
+  """
+  from polyflax import config_files, train  # after the environment above is set
+  root = tmp_path_factory.mktemp("tiny_run")
+  config = config_files.tiny(root / "inputs", generated_size=2000, max_epochs=1)
+  train.train_and_evaluate(config, str(root / "run"))
+  return TinyRun(config, root / "inputs", root / "run")
