@@ -14,30 +14,20 @@ def get_config():
   config = default.get_config()
 
   # --- data ------------------------------------------------------------------
-  # Fresh lines every epoch instead of the fixed 760,000-line split: the
-  # model meets millions of distinct two-binomial rows (the rows published
-  # models fail on) instead of the same ones again; its gain is expected
-  # where the split would be repeated most, 4M parameters over dozens of
-  # epochs. The next epoch is made in a worker process, ahead of the GPU.
-  # Validation and test stay the fixed splits of inputs/.
+  # Fresh lines every epoch instead of the fixed split: millions of distinct
+  # two-binomial rows (where models fail) rather than dozens of repeats.
   config.train_data = "generated"
 
   # --- model -----------------------------------------------------------------
-  # The reference's shape (3+3 layers, hidden 256, 8 heads, feed-forward 512):
-  # 3,961,600 parameters, under the 5M cap. Published failures are carries in
-  # one coefficient, which more steps on more distinct rows address; a wider
-  # or deeper model would cost steps per second for capacity not shown to be
-  # missing.
-  # Dropout off: with fresh examples every epoch there is nothing to memorise,
-  # and dropout slows early learning.
+  # The reference's shape (3,961,600 parameters): published models fail on
+  # carries, which more steps address; a bigger model would cost steps.
+  # Dropout off: fresh lines leave nothing to memorise, and it slows learning.
   config.model.dropout_rate = 0.0
   config.model.attention_dropout_rate = 0.0
 
   # --- optimisation ----------------------------------------------------------
-  # Steps matter more than the batch on this task (docs/results.md), but on a
-  # GPU a step of this small model is expected to cost about the same at 256
-  # or 512 examples (bound by launch and host overhead, not arithmetic), so
-  # the larger batch gives more examples per minute at the same steps.
+  # On a GPU a step of this model should cost about the same at 256 or 512
+  # (overhead-bound), so 512 gives more examples per minute (docs/results.md).
   config.batch_size = 512
   config.constant_per_batch = "examples"
   # The run ends at max_steps (the cosine schedule with it); gpu_runs.sh
@@ -56,8 +46,8 @@ def get_config():
   config.label_smoothing = 0.0
 
   # --- validation, checkpoints -------------------------------------------------
-  # An "epoch" of the stream is 760,000 fresh lines, a few seconds on a GPU:
-  # validate (and checkpoint) once per epoch, not five times.
+  # An epoch of the stream (760,000 fresh lines) is short on a GPU: validate
+  # and checkpoint once per epoch, not five times.
   config.val_check_interval = 1.0
   # Larger validation batches: a GPU has the memory, and fewer batches cost
   # less time between training steps.

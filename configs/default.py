@@ -26,22 +26,16 @@ def get_config():
   # Examples are padded to the first of these lengths that holds both sides:
   # one compiled shape per bucket. The last must be at least max_len.
   config.length_buckets = (12, 16, 20, 32)
-  # How the model sees numbers: 'printed' as sympy prints them, or 'reversed':
-  # each run of digits least significant digit first inside the model, the
-  # order in which carries flow. Text in and out is printed text either way
-  # (polyflax/vocab.py); the run's vocab.json records it.
+  # Digits inside the model: 'printed', or 'reversed' (least significant first,
+  # the order carries flow in); text in and out is printed either way.
   config.digit_order = "printed"
-  # Training examples: 'split' reads the fixed train split (760,000 lines of
-  # the 1M-line file, every epoch the same); 'generated' generates fresh lines
-  # every epoch, seeded by (data_seed, epoch), so the run can be resumed. The
-  # validation and test splits are the fixed splits either way.
+  # Training lines: 'split', the fixed 760,000-line split every epoch; 'generated',
+  # fresh lines seeded by (data_seed, epoch). Validation and test stay the splits.
   config.train_data = "split"
   # 'generated' only: lines per epoch; 0: as many as the train split holds.
   config.generated_examples_per_epoch = 0
-  # 'generated' only (refused with 'split'): this fraction of each epoch's
-  # lines, in [0, 1), are drawn as two-binomial products whose linear term
-  # cancels (`361-25*h**2`), the rows models fail most, from the generator's
-  # own range and distribution of them; 0: the data's share (about 0.35%).
+  # 'generated' only: this fraction, in [0, 1), of each epoch's lines cancel their
+  # linear term (`361-25*h**2`), the rows models fail most; 0: the data's share.
   config.generated_cancel_fraction = 0.0
 
   # --- model ---------------------------------------------------------------
@@ -71,11 +65,8 @@ def get_config():
   # Seed of the parameters' initialisation, dropout and the batch order
   # (the data itself has data_seed).
   config.seed = 0
-  # Examples per batch. constant_per_batch='examples': every batch holds
-  # batch_size examples, as the reference's did (512 for red, so about 1,480
-  # steps per epoch on the 760,000-line split, as the reference's 1,485);
-  # 'tokens': batch_size is the batch of the longest bucket and shorter
-  # buckets hold more (fewer steps per epoch, more examples per step).
+  # Examples per batch. constant_per_batch='examples': batch_size in every bucket,
+  # as the reference; 'tokens': the longest bucket's, shorter ones hold more.
   config.batch_size = 512
   config.constant_per_batch = "examples"
   # Epochs of the train split, as the reference trained.
@@ -102,11 +93,8 @@ def get_config():
   # Probability mass spread over the other tokens of each target; 0: none,
   # since exact match rewards a confident argmax.
   config.label_smoothing = 0.0
-  # Decay of an exponential moving average of the parameters, kept in float32
-  # beside them (warmed up: the first updates use (1+step)/(10+step)); 0: off.
-  # When on, the average is what validation scores, the best checkpoint is
-  # chosen by, and evaluate and export use: it smooths out the noise of the
-  # last updates. E.g. 0.999 (an average over about the last 1,000 steps).
+  # Decay of a float32 moving average of the parameters, which then is the model
+  # (smoothing the last updates' noise), e.g. 0.999; 0: off (docs/training.md).
   config.ema_decay = 0.0
   # A step whose loss is NaN/inf stops training (False) or is skipped and
   # counted in the logs as train/skipped_steps (True).
