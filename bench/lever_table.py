@@ -1,14 +1,20 @@
-"""The table of `bench/compare_cpu_levers.sh`'s arms, in Markdown: one row per arm.
+"""The table of `bench/compare_levers.py`'s arms, in Markdown: one row per arm.
 
   python bench/lever_table.py runs/levers [ARM ...]
 
-Per arm: its lever (the config fields it sets), exact match by greedy
-decoding of 20,000 generated validation lines (`ARM.val20k/metrics.json`),
-and of those the rows whose linear term cancels, the last validation's loss
-(teacher-forced, every validation line) and exact match (1,024 lines), the
-training seconds (validation apart) and the whole run's seconds (compilation
-and validation included), training examples/s, and the first validation at
-or above 0.7.
+Reads what the runner left in its runs folder: per arm, `ARM.json` (its
+lever and the training's wall-clock seconds), `ARM.val20k/metrics.json` (the
+evaluation) and the run in `ARM/` (its last checkpoint's validation history,
+its config's batch). By default every arm with a record, in the comparison's
+order; an arm not yet scored is left out.
+
+Per arm: its lever (the config fields where it differs from the comparison's
+base arm), exact match by greedy decoding of 20,000 generated validation
+lines, and of those the rows whose linear term cancels, the last
+validation's loss (teacher-forced, every validation line) and exact match
+(1,024 lines), the training seconds (validation apart) and the whole run's
+seconds (compilation and validation included), training examples/s, and the
+first validation at or above 0.7.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import re
 
 from polyflax import checkpoints
+from polyflax import workdir as workdir_lib
 
-EXAMPLES_PER_STEP = 64  # configs/cpu.py's batch, in every bucket
+HEADER = ("| arm | lever | exact match, 20,000 val lines | of which linear term cancels "
+          "| val loss | val exact match, 1,024 lines | steps | training s | whole run s "
+          "| training examples/s | training time to 0.7 |")
 
 
 def _last_record(workdir: pathlib.Path):
@@ -31,42 +39,48 @@ def _last_record(workdir: pathlib.Path):
     store.close()
 
 
-def arm_row(runs: pathlib.Path, arm: str) -> str:
-  """One Markdown row of the table for `arm` (its files under `runs`)."""
-  metrics = json.loads((runs / f"{arm}.val20k" / "metrics.json").read_text())
-  lever = re.findall(r"--config\.(\S+)", (runs.parent / f"{runs.name}.log").read_text()
-                     .split(f"=== {arm}:")[1].splitlines()[0])
-  wall = re.search(rf"{arm}: training exited \d+ after (\d+) s",
-                   (runs.parent / f"{runs.name}.log").read_text())
-  record = _last_record(runs / arm)
-  history = record.validation_history
+def arm_records(runs: pathlib.Path) -> list[dict]:
+  """The runner's records (`ARM.json`) in `runs`, in their comparison's order."""
+  records = [json.loads(path.read_text(encoding="utf-8")) for path in runs.glob("*.json")]
+  return sorted((r for r in records if isinstance(r, dict) and "arm" in r and "lever" in r),
+                key=lambda record: record["position"])
+
+
+def arm_row(runs: pathlib.Path, record: dict) -> str:
+  """One Markdown row of the table for the arm of `record` (its files under `runs`)."""
+  arm = record["arm"]
+  metrics = json.loads((runs / record["evaluate"]["output_dir"] / "metrics.json").read_text())
+  # Every bucket's batch holds batch_size examples (constant_per_batch="examples").
+  examples_per_step = workdir_lib.read_run_config(str(runs / arm))["batch_size"]
+  history = _last_record(runs / arm).validation_history
   last = history[-1]
   steps = last["step"]
   reached = next((entry for entry in history if (entry["exact_match"] or 0) >= 0.7), None)
+  wall = record["train"].get("seconds")
   return " | ".join([
-      arm, ", ".join(lever) or "configs/cpu.py",
+      arm, ", ".join(record["lever"]) or "(the base)",
       f"**{metrics['exact_match']:.4f}**",
       f"{metrics['exact_match_linear_cancels']:.2f} ({metrics['num_examples_linear_cancels']})",
       f"{last['loss']:.4f}", f"{last['exact_match']:.4f}", f"{steps:,}",
-      f"{last['train_seconds']:,.0f}", wall.group(1) if wall else "?",
-      f"{steps * EXAMPLES_PER_STEP / last['train_seconds']:,.0f}",
+      f"{last['train_seconds']:,.0f}", "?" if wall is None else f"{wall}",
+      f"{steps * examples_per_step / last['train_seconds']:,.0f}",
       f"{reached['train_seconds']:,.0f} s (step {reached['step']:,})" if reached else "not reached",
   ]).join(["| ", " |"])
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("runs", help="the RUNS_DIR of compare_cpu_levers.sh")
-  parser.add_argument("arms", nargs="*", default=["base", "reversed", "reversed_seed1", "ema", "mix", "lr3"])
+  parser.add_argument("runs", help="the --runs folder of compare_levers.py")
+  parser.add_argument("arms", nargs="*", help="these arms, in this order (default: all)")
   args = parser.parse_args()
   runs = pathlib.Path(args.runs)
-  print("| arm | lever | exact match, 20,000 val lines | of which linear term cancels "
-        "| val loss | val exact match, 1,024 lines | steps | training s | whole run s "
-        "| training examples/s | training time to 0.7 |")
+  records = {record["arm"]: record for record in arm_records(runs)}
+  print(HEADER)
   print("| --- " * 11 + "|")
-  for arm in args.arms:
-    if (runs / f"{arm}.val20k" / "metrics.json").exists():
-      print(arm_row(runs, arm))
+  for arm in args.arms or list(records):
+    record = records.get(arm)
+    if record and (runs / record["evaluate"]["output_dir"] / "metrics.json").exists():
+      print(arm_row(runs, record))
 
 
 if __name__ == "__main__":
