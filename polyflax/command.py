@@ -54,12 +54,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_flags(argv):
-  """Parses the flags; an unreadable config file or unknown field is one error line, status 2.
+  """Parses the flags; a --config file giving no config, or an unknown field: one error line, 2.
 
   Other flag errors keep absl's message and status 1.
   """
+  _check_config_file(argv)
   try:
-    parsed = app.parse_flags_with_usage(argv)
+    return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as error:
     # ml_collections raises these (not a flags error) for an unknown field.
     texts, cause = [], error
@@ -75,34 +76,27 @@ def parse_flags(argv):
           + (f" ({hint})" if hint else "")
           + "; the --config file lists the fields", file=sys.stderr)
     sys.exit(2)
-  except OSError:  # ml_collections: an override of a file that could not be loaded
-    _check_config_file(argv)
-    raise
-  _check_config_file(argv)
-  return parsed
 
 
 def _check_config_file(argv):
-  """Exits with one error line, status 2, if the --config file cannot be read.
+  """Exits with one error line, status 2, if the --config file gives no config.
 
-  (ml_collections keeps that error until the config is first used, then
-  raises it as several lines.)
+  Run before absl parses the flags: ml_collections would report a missing
+  file only when the config is first used, a syntax error or a failing
+  get_config() as a traceback, and a file without get_config() as an
+  unknown field (config_files.check_file).
   """
-  path = None  # the last --config given, as absl reads it
+  spec = None  # the last --config given, as absl reads it
   for arg, following in zip(argv, argv[1:] + [""]):
     if re.fullmatch("--?config", arg) or re.match("--?config=", arg):
-      path = arg.split("=", 1)[1] if "=" in arg else following
-  if path is None:
+      spec = arg.split("=", 1)[1] if "=" in arg else following
+  if spec is None:
     return
-  path = path.split(":", 1)[0]  # config.py:ARGS passes ARGS to get_config
+  from polyflax import config_files  # pylint: disable=g-import-not-at-top
   try:
-    with open(path, "rb"):
-      pass
-  except OSError as error:
-    from polyflax import config_files  # pylint: disable=g-import-not-at-top
-    configs = sorted(p.name for p in config_files.CONFIG_DIR.glob("[!_]*.py"))
-    print(f"error: --config {path}: {error.strerror} (configs/ holds {', '.join(configs)})",
-          file=sys.stderr)
+    config_files.check_file(spec)
+  except config_files.ConfigFileError as error:
+    print(f"error: --config {error}", file=sys.stderr)
     sys.exit(2)
 
 
