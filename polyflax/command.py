@@ -7,20 +7,29 @@ r"""Trains, evaluates or queries a polyflax model.
   python main.py --config configs/default.py --workdir runs/red --mode=export \
       --config.export.dir=checkpoints/red
 
-Configs (configs/); any field can be overridden, e.g. --config.batch_size=256:
-  default.py  the reference's recipe (red): 3+3 layers of width 256, batch 512, 10 epochs
+Flags:
+  --config FILE         the experiment config, a file of configs/ (required)
+  --config.FIELD=VALUE  overrides one of its fields, e.g. --config.batch_size=256
+  --workdir DIR         the run's folder: checkpoints, logs, evaluation (required)
+  --mode MODE           train (default): trains the run, or resumes it
+                        evaluate: scores the best checkpoint on the test split
+                        predict: expands --expr, or each line of standard input
+                        export: writes the model alone to --config.export.dir
+  --expr TEXT           predict: one factored expression
+  --tsv                 predict: writes `input<TAB>output` lines
+evaluate and predict also take an exported model folder as --workdir.
+
+Configs (configs/; their measured times and scores are in docs/results.md):
+  default.py  the reference's recipe (red)
   orange.py   red at batch 256
-  best.py     the accuracy recipe for one GPU, its steps sized to the time it has
-  cpu.py      the recipe for a 2-core CPU, under two hours (the shipped checkpoints/cpu)
-  tiny.py     trains in seconds on a CPU (tests and smoke runs)
+  best.py     the accuracy recipe for one GPU
+  cpu.py      the recipe for a 2-core CPU (the shipped checkpoints/cpu)
+  tiny.py     the smallest model, for tests and smoke runs
 
-evaluate and predict also accept an exported model folder as --workdir.
-
-predict expands products of two linear factors in the data's range: written
-(a*u+b)*(c*u+d) with a, c in -9..8 (not 0) and b, d in -32..31. It reads
---expr, or standard input, where each line gets one line of output in order:
-the expansion, `error: ...` (also on standard error, with the line number),
-or an empty line for an empty one; --tsv writes `input<TAB>output` lines.
+predict expands products of two linear factors in the data's range, written
+(a*u+b)*(c*u+d) with a, c in -9..8 (not 0) and b, d in -32..31; each input
+line gets one output line: the expansion, `error: ...` (also on standard
+error, with the line number), or an empty line for an empty one.
 
 Exit status: 0 done; 1 predict refused an input (and answered the others),
 or the training loss was not finite; 2 a config, data file, checkpoint or
@@ -45,9 +54,12 @@ from ml_collections import config_flags
 from polyflax import allocator
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/); --config.FIELD=VALUE overrides a field.",
+    lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, evaluation.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
+                  "What to do: train, evaluate, predict or export.")
 flags.DEFINE_string("expr", None, "predict: one factored expression (default: read stdin).")
 flags.DEFINE_bool("tsv", False, "predict: write input<TAB>output lines (no header).")
 flags.mark_flags_as_required(["config", "workdir"])

@@ -1,4 +1,4 @@
-"""polyflax/command.py: a config that cannot be used is one line, status 2.
+"""polyflax/command.py: the flags, --help, and a config that cannot be used as one line, status 2.
 
 Every case runs the real command, through each of its entry points: `python
 main.py`, `python -m polyflax` and the installed `polyflax`.
@@ -125,3 +125,38 @@ def test_a_config_with_arguments_passes_them_to_get_config(tmp_path):
   assert config_files.load(f"{config}:32").batch_size == 32
   with pytest.raises(config_files.ConfigFileError, match=r"get_config\(\) raised TypeError"):
     config_files.load(config)
+
+
+# --- --help --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def help_text():
+  result = run_command("main.py", "--help")
+  assert "Traceback" not in result.stderr
+  return result.stdout
+
+
+def test_help_names_the_modes_and_the_flags_a_user_needs_first(help_text):
+  for flag in ("--config FILE", "--config.FIELD=VALUE", "--workdir DIR", "--mode MODE",
+               "--expr TEXT", "--tsv"):
+    assert sum(line.startswith(f"  {flag} ") or line == f"  {flag}"
+               for line in help_text.splitlines()) == 1, flag
+  for mode in ("train", "evaluate", "predict", "export"):
+    assert re.search(rf"^ +(--mode MODE +)?{mode}( \(default\))?: ", help_text, re.M), mode
+  assert len(help_text.splitlines()) <= 50  # the rest is --helpfull's
+
+
+# A figure a run measures: a duration, a speed or a score; each lives in docs/ only.
+MEASURED = re.compile(r"\b\d+(\.\d+)?\s*(h|hours?|min|minutes?|s|seconds?)\b"
+                      r"|\b(an?|one|two|three|few|under)\s+(hours?|minutes?|seconds?)\b"
+                      r"|\bin seconds\b|steps/s|examples/s|\b0\.9\d+")
+
+
+def test_help_texts_quote_no_measured_figure(help_text):
+  full = run_command("main.py", "--helpfull").stdout
+  own = full[full.index("polyflax.command:"):].split("\n\n")[0]  # the command's own flags
+  assert "--mode" in own and "--config" in own
+  for text in (help_text, own):
+    assert not MEASURED.search(text), MEASURED.search(text)
+  assert "docs/results.md" in help_text
