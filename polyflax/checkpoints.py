@@ -22,7 +22,8 @@ and renames it when complete, so a save cut short (a killed process, a full
 disk) never replaces the last complete checkpoint; a writable store removes
 such leftover folders when it opens. Saves run asynchronously; `wait()` blocks
 until they are on disk. Every failure to write or read a checkpoint is raised
-as a one-line `CheckpointError` naming the step folder.
+as a one-line `CheckpointError` naming the step folder (the class lives in
+checkpoint_error.py, for code that raises it without loading Orbax).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
+from polyflax.checkpoint_error import CheckpointError, one_line
 from polyflax.run_record import RunRecord
 
 BEST_METRIC = "val_loss"  # lower is better
@@ -52,27 +54,6 @@ EMA_PARAMS_FIELD = "ema_params"
 # Largest data file Orbax writes for a parameters-only folder (it splits
 # bigger trees over several files); shipped models keep every file under 15 MiB.
 PARAMS_FILE_BYTES = 8 << 20
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used, with the path and what is wrong."""
-
-
-def one_line(error: BaseException) -> str:
-  """The message of `error` and its causes on one line.
-
-  Orbax and TensorStore messages span many lines (whole TensorStore specs);
-  the spec is left out and the innermost cause, which says what is wrong with
-  which file, is kept.
-  """
-  texts = []
-  while error is not None and len(texts) < 4:
-    text = " ".join(str(error).split()).split(" See full TensorStore details")[0]
-    text = text if len(text) <= 400 else text[:400] + " ..."
-    if text and text not in texts:
-      texts.append(text)
-    error = error.__cause__ or error.__context__
-  return ": ".join(texts) or "unknown error"
 
 
 class _AbandonedReadsFilter(logging.Filter):
