@@ -149,14 +149,29 @@ def save_params(directory: str, params: Any) -> None:
     os.remove(marker)
 
 
+def _read_params(directory: str, abstract_params: Any, field: str | None = None) -> Any:
+  """Parameters from an Orbax pytree folder, onto the shapes and shardings of `abstract_params`.
+
+  Without `field` the folder holds the parameters alone (`save_params`);
+  with it, only that field of the folder's tree is read (a saved state's
+  `<step>/state`): an Orbax partial restore, which leaves the rest on disk.
+  Orbax's errors are raised as they are.
+  """
+  item, restore_args = abstract_params, _restore_args(abstract_params)
+  if field is not None:
+    item, restore_args = {field: item}, {field: restore_args}
+  _quiet_abandoned_reads()  # before: abandoned reads finish while Orbax unwinds
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=field is not None))
+  return restored if field is None else restored[field]
+
+
 def restore_params(directory: str, abstract_params: Any) -> Any:
   """Reads a `save_params` folder onto the shapes and shardings of `abstract_params`."""
-  _quiet_abandoned_reads()
   try:
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      return checkpointer.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
-          item=abstract_params, restore_args=_restore_args(abstract_params)))
-  except Exception as error:  # pylint: disable=broad-except
+    return _read_params(directory, abstract_params)
+  except Exception as error:  # Orbax raises many types; name the folder and the cause.
     raise CheckpointError(f"cannot restore the parameters in {directory} (corrupted, truncated "
                           f"or written for another model?): {one_line(error)}") from error
 
@@ -263,7 +278,6 @@ class CheckpointStore:
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """Reads the state of step `step` onto the shapes and shardings of `abstract_state`."""
-    path = os.path.join(self.directory, str(step))
     _quiet_abandoned_reads()  # before: abandoned reads finish while Orbax unwinds
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -303,23 +317,15 @@ class CheckpointStore:
   def restore_params(self, step: int, abstract_params: Any, field: str = PARAMS_FIELD) -> Any:
     """Only the parameters in `field` of step `step`'s state, onto `abstract_params`' shardings.
 
-    An Orbax partial restore: the optimizer state, the step, the RNG and the
-    other field of parameters stay on disk, so inference never builds or reads them.
+    The optimizer state, the step, the RNG and the other field of parameters
+    stay on disk, so inference never builds or reads them.
     """
-    path = os.path.join(self.directory, str(step))
-    _quiet_abandoned_reads()
     try:
-      restored = ocp.PyTreeCheckpointer().restore(
-          os.path.join(path, STATE_ITEM),
-          args=ocp.args.PyTreeRestore(
-              item={field: abstract_params},
-              restore_args={field: _restore_args(abstract_params)},
-              partial_restore=True))
+      return _read_params(os.path.join(self.path(step), STATE_ITEM), abstract_params, field)
     except Exception as error:  # Orbax raises many types; name the file and the cause.
-      raise CheckpointError(f"cannot restore the parameters of checkpoint {path} (corrupted, "
-                            f"truncated or written for another model?): {one_line(error)}"
-                            ) from error
-    return restored[field]
+      raise CheckpointError(f"cannot restore the parameters of checkpoint {self.path(step)} "
+                            "(corrupted, truncated or written for another model?): "
+                            f"{one_line(error)}") from error
 
   def restore_record(self, step: int) -> RunRecord:
     """Only the run record of a step: read first, before any array."""
