@@ -41,7 +41,6 @@ same command again resumes from it, as it does after a crash or kill -9.
 Installed (pip install .), the same command is `polyflax --config ...`.
 """
 
-import pathlib
 import re
 import signal
 import sys
