@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pathlib
 import sys
 import tempfile
 from typing import Any, Mapping
@@ -296,19 +297,23 @@ class CheckpointStore:
                            f"written for another model?): {one_line(error)}{hint}")
 
   def saved_fields(self, step: int) -> set[str]:
-    """The names of the fields of step `step`'s saved state (from its metadata, no array read)."""
+    """The names of the fields of step `step`'s saved state (from its metadata, no array read).
+
+    The state folder is one item of the step, not a checkpoint of its own: it
+    is read with the item's handler, since a Checkpointer would look there for
+    the step's metadata file (which lies in the step folder) and warn that it
+    is missing, on every sound checkpoint.
+    """
     path = os.path.join(self.directory, str(step), STATE_ITEM)
     _quiet_abandoned_reads()  # as in `restore`: a failed read's threads finish while it unwinds
-    checkpointer = ocp.PyTreeCheckpointer()
+    handler = ocp.StandardCheckpointHandler()
     try:
-      metadata = checkpointer.metadata(path).item_metadata
-      if metadata is None:
-        raise ValueError(f"no metadata in {path}")
+      metadata = handler.metadata(pathlib.Path(path))
       return set(getattr(metadata, "tree", metadata))
     except Exception as error:  # pylint: disable=broad-except
       raise self._unrestorable(step, error) from error
     finally:
-      checkpointer.close()  # its threads would otherwise print at exit
+      handler.close()  # its threads would otherwise print at exit
 
   def model_params_field(self, step: int) -> str:
     """The field of step `step`'s state that is the model: the moving average when saved."""
