@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pathlib
 import sys
 import tempfile
 from typing import Any, Mapping
@@ -39,6 +38,7 @@ from typing import Any, Mapping
 import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
+from etils import epath  # Orbax's path type (etils is a dependency of Orbax)
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
 from polyflax.checkpoint_error import CheckpointError, one_line
@@ -308,7 +308,7 @@ class CheckpointStore:
     _quiet_abandoned_reads()  # as in `restore`: a failed read's threads finish while it unwinds
     handler = ocp.StandardCheckpointHandler()
     try:
-      metadata = handler.metadata(pathlib.Path(path))
+      metadata = handler.metadata(epath.Path(path))
       return set(getattr(metadata, "tree", metadata))
     except Exception as error:  # pylint: disable=broad-except
       raise self._unrestorable(step, error) from error
