@@ -22,7 +22,8 @@ and renames it when complete, so a save cut short (a killed process, a full
 disk) never replaces the last complete checkpoint; a writable store removes
 such leftover folders when it opens. Saves run asynchronously; `wait()` blocks
 until they are on disk. Every failure to write or read a checkpoint is raised
-as a one-line `CheckpointError` naming the step folder.
+as a one-line `CheckpointError` naming the step folder (the class lives in
+checkpoint_error.py, for code that raises it without loading Orbax).
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ from typing import Any, Mapping
 import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
+from etils import epath  # Orbax's path type (etils is a dependency of Orbax)
 from orbax.checkpoint.checkpoint_managers import preservation_policy as preservation
 
+from polyflax.checkpoint_error import CheckpointError, one_line
 from polyflax.run_record import RunRecord
 
 BEST_METRIC = "val_loss"  # lower is better
@@ -52,27 +55,6 @@ EMA_PARAMS_FIELD = "ema_params"
 # Largest data file Orbax writes for a parameters-only folder (it splits
 # bigger trees over several files); shipped models keep every file under 15 MiB.
 PARAMS_FILE_BYTES = 8 << 20
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used, with the path and what is wrong."""
-
-
-def one_line(error: BaseException) -> str:
-  """The message of `error` and its causes on one line.
-
-  Orbax and TensorStore messages span many lines (whole TensorStore specs);
-  the spec is left out and the innermost cause, which says what is wrong with
-  which file, is kept.
-  """
-  texts = []
-  while error is not None and len(texts) < 4:
-    text = " ".join(str(error).split()).split(" See full TensorStore details")[0]
-    text = text if len(text) <= 400 else text[:400] + " ..."
-    if text and text not in texts:
-      texts.append(text)
-    error = error.__cause__ or error.__context__
-  return ": ".join(texts) or "unknown error"
 
 
 class _AbandonedReadsFilter(logging.Filter):
@@ -168,14 +150,29 @@ def save_params(directory: str, params: Any) -> None:
     os.remove(marker)
 
 
+def _read_params(directory: str, abstract_params: Any, field: str | None = None) -> Any:
+  """Parameters from an Orbax pytree folder, onto the shapes and shardings of `abstract_params`.
+
+  Without `field` the folder holds the parameters alone (`save_params`);
+  with it, only that field of the folder's tree is read (a saved state's
+  `<step>/state`): an Orbax partial restore, which leaves the rest on disk.
+  Orbax's errors are raised as they are.
+  """
+  item, restore_args = abstract_params, _restore_args(abstract_params)
+  if field is not None:
+    item, restore_args = {field: item}, {field: restore_args}
+  _quiet_abandoned_reads()  # before: abandoned reads finish while Orbax unwinds
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=field is not None))
+  return restored if field is None else restored[field]
+
+
 def restore_params(directory: str, abstract_params: Any) -> Any:
   """Reads a `save_params` folder onto the shapes and shardings of `abstract_params`."""
-  _quiet_abandoned_reads()
   try:
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      return checkpointer.restore(os.path.abspath(directory), args=ocp.args.PyTreeRestore(
-          item=abstract_params, restore_args=_restore_args(abstract_params)))
-  except Exception as error:  # pylint: disable=broad-except
+    return _read_params(directory, abstract_params)
+  except Exception as error:  # Orbax raises many types; name the folder and the cause.
     raise CheckpointError(f"cannot restore the parameters in {directory} (corrupted, truncated "
                           f"or written for another model?): {one_line(error)}") from error
 
@@ -282,7 +279,6 @@ class CheckpointStore:
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """Reads the state of step `step` onto the shapes and shardings of `abstract_state`."""
-    path = os.path.join(self.directory, str(step))
     _quiet_abandoned_reads()  # before: abandoned reads finish while Orbax unwinds
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -301,19 +297,23 @@ class CheckpointStore:
                            f"written for another model?): {one_line(error)}{hint}")
 
   def saved_fields(self, step: int) -> set[str]:
-    """The names of the fields of step `step`'s saved state (from its metadata, no array read)."""
+    """The names of the fields of step `step`'s saved state (from its metadata, no array read).
+
+    The state folder is one item of the step, not a checkpoint of its own: it
+    is read with the item's handler, since a Checkpointer would look there for
+    the step's metadata file (which lies in the step folder) and warn that it
+    is missing, on every sound checkpoint.
+    """
     path = os.path.join(self.directory, str(step), STATE_ITEM)
     _quiet_abandoned_reads()  # as in `restore`: a failed read's threads finish while it unwinds
-    checkpointer = ocp.PyTreeCheckpointer()
+    handler = ocp.StandardCheckpointHandler()
     try:
-      metadata = checkpointer.metadata(path).item_metadata
-      if metadata is None:
-        raise ValueError(f"no metadata in {path}")
+      metadata = handler.metadata(epath.Path(path))
       return set(getattr(metadata, "tree", metadata))
     except Exception as error:  # pylint: disable=broad-except
       raise self._unrestorable(step, error) from error
     finally:
-      checkpointer.close()  # its threads would otherwise print at exit
+      handler.close()  # its threads would otherwise print at exit
 
   def model_params_field(self, step: int) -> str:
     """The field of step `step`'s state that is the model: the moving average when saved."""
@@ -322,23 +322,15 @@ class CheckpointStore:
   def restore_params(self, step: int, abstract_params: Any, field: str = PARAMS_FIELD) -> Any:
     """Only the parameters in `field` of step `step`'s state, onto `abstract_params`' shardings.
 
-    An Orbax partial restore: the optimizer state, the step, the RNG and the
-    other field of parameters stay on disk, so inference never builds or reads them.
+    The optimizer state, the step, the RNG and the other field of parameters
+    stay on disk, so inference never builds or reads them.
     """
-    path = os.path.join(self.directory, str(step))
-    _quiet_abandoned_reads()
     try:
-      restored = ocp.PyTreeCheckpointer().restore(
-          os.path.join(path, STATE_ITEM),
-          args=ocp.args.PyTreeRestore(
-              item={field: abstract_params},
-              restore_args={field: _restore_args(abstract_params)},
-              partial_restore=True))
+      return _read_params(os.path.join(self.path(step), STATE_ITEM), abstract_params, field)
     except Exception as error:  # Orbax raises many types; name the file and the cause.
-      raise CheckpointError(f"cannot restore the parameters of checkpoint {path} (corrupted, "
-                            f"truncated or written for another model?): {one_line(error)}"
-                            ) from error
-    return restored[field]
+      raise CheckpointError(f"cannot restore the parameters of checkpoint {self.path(step)} "
+                            "(corrupted, truncated or written for another model?): "
+                            f"{one_line(error)}") from error
 
   def restore_record(self, step: int) -> RunRecord:
     """Only the run record of a step: read first, before any array."""

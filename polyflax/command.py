@@ -7,20 +7,29 @@ r"""Trains, evaluates or queries a polyflax model.
   python main.py --config configs/default.py --workdir runs/red --mode=export \
       --config.export.dir=checkpoints/red
 
-Configs (configs/); any field can be overridden, e.g. --config.batch_size=256:
-  default.py  the reference's recipe (red): 3+3 layers of width 256, batch 512, 10 epochs
+Flags:
+  --config FILE         the experiment config, a file of configs/ (required)
+  --config.FIELD=VALUE  overrides one of its fields, e.g. --config.batch_size=256
+  --workdir DIR         the run's folder: checkpoints, logs, evaluation (required)
+  --mode MODE           train (default): trains the run, or resumes it
+                        evaluate: scores the best checkpoint on the test split
+                        predict: expands --expr, or each line of standard input
+                        export: writes the model alone to --config.export.dir
+  --expr TEXT           predict: one factored expression
+  --tsv                 predict: writes `input<TAB>output` lines
+evaluate and predict also take an exported model folder as --workdir.
+
+Configs (configs/; their measured times and scores are in docs/results.md):
+  default.py  the reference's recipe (red)
   orange.py   red at batch 256
-  best.py     the accuracy recipe for one GPU, its steps sized to the time it has
-  cpu.py      the recipe for a 2-core CPU, under two hours (the shipped checkpoints/cpu)
-  tiny.py     trains in seconds on a CPU (tests and smoke runs)
+  best.py     the accuracy recipe for one GPU
+  cpu.py      the recipe for a 2-core CPU (the shipped checkpoints/cpu)
+  tiny.py     the smallest model, for tests and smoke runs
 
-evaluate and predict also accept an exported model folder as --workdir.
-
-predict expands products of two linear factors in the data's range: written
-(a*u+b)*(c*u+d) with a, c in -9..8 (not 0) and b, d in -32..31. It reads
---expr, or standard input, where each line gets one line of output in order:
-the expansion, `error: ...` (also on standard error, with the line number),
-or an empty line for an empty one; --tsv writes `input<TAB>output` lines.
+predict expands products of two linear factors in the data's range, written
+(a*u+b)*(c*u+d) with a, c in -9..8 (not 0) and b, d in -32..31; each input
+line gets one output line: the expansion, `error: ...` (also on standard
+error, with the line number), or an empty line for an empty one.
 
 Exit status: 0 done; 1 predict refused an input (and answered the others),
 or the training loss was not finite; 2 a config, data file, checkpoint or
@@ -32,7 +41,6 @@ same command again resumes from it, as it does after a crash or kill -9.
 Installed (pip install .), the same command is `polyflax --config ...`.
 """
 
-import pathlib
 import re
 import signal
 import sys
@@ -45,21 +53,25 @@ from ml_collections import config_flags
 from polyflax import allocator
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/); --config.FIELD=VALUE overrides a field.",
+    lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, evaluation.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
+                  "What to do: train, evaluate, predict or export.")
 flags.DEFINE_string("expr", None, "predict: one factored expression (default: read stdin).")
 flags.DEFINE_bool("tsv", False, "predict: write input<TAB>output lines (no header).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_flags(argv):
-  """Parses the flags; an unreadable config file or unknown field is one error line, status 2.
+  """Parses the flags; a --config file giving no config, or an unknown field: one error line, 2.
 
   Other flag errors keep absl's message and status 1.
   """
+  _check_config_file(argv)
   try:
-    parsed = app.parse_flags_with_usage(argv)
+    return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as error:
     # ml_collections raises these (not a flags error) for an unknown field.
     texts, cause = [], error
@@ -75,34 +87,27 @@ def parse_flags(argv):
           + (f" ({hint})" if hint else "")
           + "; the --config file lists the fields", file=sys.stderr)
     sys.exit(2)
-  except OSError:  # ml_collections: an override of a file that could not be loaded
-    _check_config_file(argv)
-    raise
-  _check_config_file(argv)
-  return parsed
 
 
 def _check_config_file(argv):
-  """Exits with one error line, status 2, if the --config file cannot be read.
+  """Exits with one error line, status 2, if the --config file gives no config.
 
-  (ml_collections keeps that error until the config is first used, then
-  raises it as several lines.)
+  Run before absl parses the flags: ml_collections would report a missing
+  file only when the config is first used, a syntax error or a failing
+  get_config() as a traceback, and a file without get_config() as an
+  unknown field (config_files.check_file).
   """
-  path = None  # the last --config given, as absl reads it
+  spec = None  # the last --config given, as absl reads it
   for arg, following in zip(argv, argv[1:] + [""]):
     if re.fullmatch("--?config", arg) or re.match("--?config=", arg):
-      path = arg.split("=", 1)[1] if "=" in arg else following
-  if path is None:
+      spec = arg.split("=", 1)[1] if "=" in arg else following
+  if spec is None:
     return
-  path = path.split(":", 1)[0]  # config.py:ARGS passes ARGS to get_config
+  from polyflax import config_files  # pylint: disable=g-import-not-at-top
   try:
-    with open(path, "rb"):
-      pass
-  except OSError as error:
-    from polyflax import config_files  # pylint: disable=g-import-not-at-top
-    configs = sorted(p.name for p in config_files.CONFIG_DIR.glob("[!_]*.py"))
-    print(f"error: --config {path}: {error.strerror} (configs/ holds {', '.join(configs)})",
-          file=sys.stderr)
+    config_files.check_file(spec)
+  except config_files.ConfigFileError as error:
+    print(f"error: --config {error}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -132,7 +132,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
       checkpoint=model.source,
       test_file=test_file,
       trained_on=trained_on if seen_lines is not None else None,
-      devices=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+      devices=run_record.devices(),
       process_count=jax.process_count(),
   )
   if not is_main:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from polyflax import checkpoints
+from polyflax import checkpoint_error
 from polyflax import config_checks
 from polyflax import models
 
@@ -77,6 +77,6 @@ def check_fingerprint(saved_model: dict, fingerprint: dict, path: str) -> None:
         f"{name}: checkpoint {saved.get(name)!r}, config {fingerprint.get(name)!r}"
         for name in sorted(set(saved) | set(fingerprint))
         if saved.get(name) != fingerprint.get(name))
-    raise checkpoints.CheckpointError(
+    raise checkpoint_error.CheckpointError(
         f"checkpoint {path} was written for a different model: {differences}; use the config "
         "it was trained with, or another --workdir")

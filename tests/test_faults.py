@@ -461,33 +461,6 @@ def test_byte_order_mark_crlf_and_trailing_blank_lines_are_accepted(tmp_path, da
 # --- 6. Configs ----------------------------------------------------------------------
 
 
-def test_unknown_config_field_is_one_error_line(tmp_path):
-  result = run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
-                    "--config.model.hidden_dm=64")
-  assert result.returncode == 2
-  assert one_error_line(result.stderr) == (
-      'error: --config.model.hidden_dm: no such field in the config (Did you mean "hidden_dim" '
-      'instead of "hidden_dm"?); the --config file lists the fields')
-  result = run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
-                    "--config.nonexistent=1")
-  assert result.returncode == 2
-  assert one_error_line(result.stderr).startswith(
-      "error: --config.nonexistent: no such field in the config")
-  assert not os.path.exists(tmp_path / "run")
-
-
-def test_config_file_that_cannot_be_read_is_one_error_line(tmp_path):
-  configs = "(configs/ holds best.py, cpu.py, default.py, orange.py, tiny.py)"
-  for config, overrides, reason in [
-      ("configs/tiyn.py", [], "No such file or directory"),
-      (tmp_path, ["--config.batch_size=8"], "Is a directory"),  # an override used to crash
-  ]:
-    result = run_main("--config", config, "--workdir", tmp_path / "run", *overrides)
-    assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: --config {config}: {reason} {configs}"]
-  assert not os.path.exists(tmp_path / "run")
-
-
 def test_invalid_configs_are_refused_before_anything_runs(tmp_path, capsys):
   fresh = tmp_path / "inputs"
   fresh.mkdir()
