@@ -59,12 +59,12 @@ class TimeEstimate:
   """Once, early in a run on a CPU: how long the rest takes at the speed of its early steps.
 
   The first `skip_steps` finished steps are not timed: the first waits for
-  compilation, and on the 2-core development CPU the first 60 or so of
-  configs/cpu.py ran at about half the speed of the rest (2026-12-01), so
-  timing them doubled the estimate. The clock starts when step
-  `skip_steps` of the session is finished and reads again `measure_steps`
-  finished steps later; the rest of the run at that speed, validation
-  apart, is said only when it is over `min_hours`. `clock` is for tests.
+  compilation, and on a CPU the first tens of steps of a session run slower
+  than the rest, so timing them would overstate the estimate. The clock
+  starts when step `skip_steps` of the session is finished and reads again
+  `measure_steps` finished steps later; the rest of the run at that speed,
+  validation apart, is said only when it is over `min_hours`. `clock` is
+  for tests.
   """
 
   def __init__(self, total_steps: int, *, backend: str, skip_steps: int = 100,
@@ -102,7 +102,7 @@ class TimeEstimate:
             f"at the speed of steps {start_step + 1}-{finished_step} "
             f"({seconds_per_step:.2f} s a step, "
             "validation apart); configs/cpu.py is the recipe sized for a CPU "
-            "(a 998k-parameter model, trained in 2.1 h on a 2-core CPU)")
+            "(its model and training time: docs/results.md)")
 
 
 class TrainingClock:
