@@ -1,6 +1,7 @@
 """Training: the loop, from a config and a workdir to trained checkpoints.
 
-`train_and_evaluate` reads top-down: check the config and the workdir, build the data
+`train_and_evaluate` reads top-down: check the config and the workdir, hold
+the workdir (`run_lock`: one training run per workdir), build the data
 (`input_pipeline.training_data`) and the experiment (`experiment.build`:
 model, optimizer, compiled steps), resume from the latest checkpoint
 (`resume`), compile every batch shape (saying so first; the compiled
@@ -35,6 +36,7 @@ from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
 from polyflax import model_setup
 from polyflax import progress as progress_lib
+from polyflax import run_lock
 from polyflax import run_log
 from polyflax import run_record
 from polyflax import sharding
@@ -180,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `stop_at_step` stops early, as an interruption would, after saving a
   checkpoint at that step. Returns the last validation metrics.
 
+  Raises:
+    run_lock.WorkdirInUse: at once, when another training run holds `workdir`.
   """
   # --- Checks, before anything slow. -------------------------------------------
   mesh = sharding.make_mesh()
@@ -188,10 +192,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise checkpoints.CheckpointError(
         f"{workdir} is an exported model (parameters only, no optimizer state to resume "
         "from): train in another --workdir")
-  if not config.fast_dev_run:
-    # A run whose checkpoints cannot be written stops now.
-    checkpoints.ensure_writable_directory(workdir)
-  return _train(config, workdir, mesh, stop_at_step)
+  if config.fast_dev_run:  # writes nothing, so holds nothing
+    return _train(config, workdir, mesh, stop_at_step)
+  # A run whose checkpoints cannot be written stops now.
+  checkpoints.ensure_writable_directory(workdir)
+  # One training run per workdir: a second one stops now, having made nothing.
+  with run_lock.hold(workdir):
+    return _train(config, workdir, mesh, stop_at_step)
 
 
 # The reason of the save that follows each validation (`checkpoint` in `_train`).
@@ -200,7 +207,7 @@ VALIDATION = "validation"
 
 def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
            stop_at_step: int | None) -> dict:
-  """`train_and_evaluate` once its checks are done."""
+  """`train_and_evaluate` once its checks are done and the workdir is held."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   is_main = jax.process_index() == 0
