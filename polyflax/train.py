@@ -9,7 +9,8 @@ programs are kept on disk, see `compile_cache`), then step with at most two
 steps in flight, logging each window, validating (`validation.Validator`)
 and checkpointing every `val_check_interval` of an epoch, until the last
 step or a stop signal (`signals.GracefulStop`, answered at once, stopping
-within two steps). Where the run stands (its step, the counters each
+within two steps), and end with what the run reached and what to run next
+(`run_summary`). Where the run stands (its step, the counters each
 checkpoint's run record keeps, the clocks: steps in flight, training
 seconds, examples/s, and on a CPU how long the run will take) is one
 `progress.RunProgress`; every save goes through `checkpoint(reason)`.
@@ -39,6 +40,7 @@ from polyflax import progress as progress_lib
 from polyflax import run_lock
 from polyflax import run_log
 from polyflax import run_record
+from polyflax import run_summary
 from polyflax import sharding
 from polyflax import signals
 from polyflax import steps
@@ -303,6 +305,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
       say(f"{reason}: saved a checkpoint at step {run.step} in {store.directory}; "
           "run the same command again to resume from it")
 
+  def summarize() -> None:
+    """The run's closing lines (`run_summary`), below the finished bar, its saves on disk."""
+    store.wait()
+    bar.close()
+    if is_main:
+      for line in run_summary.closing_lines(
+          workdir=workdir, checkpoints_dir=store.directory, step=run.step,
+          total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+          history=run.validation_history, best_step=store.best_step(),
+          completed=run.step >= total_steps, argv=sys.argv):
+        say(line)
+
   with signals.GracefulStop(announce=say) as stop:
     stop.boundary = run.step + 1
     try:
@@ -350,6 +364,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
           # A signal reaches each process on its own: stop together, at the
           # first log step where any process has one.
           stop.agree(step)
+      summarize()
       if run.step < total_steps and stop.reason is not None:  # stopped by the signal
         raise signals.TrainingInterrupted(stop.reason, stop.exit_code)
     finally:

@@ -175,5 +175,6 @@ def test_a_second_run_is_refused_while_the_first_trains_on_and_evaluation_reads_
       if first.poll() is None:
         first.kill()
   assert first.returncode == 0, (tmp_path / "first.err").read_text()[-3000:]
+  assert "training done: 23 steps" in (tmp_path / "first.out").read_text()
   assert len(glob.glob(str(workdir / "events.out.tfevents.*"))) == 1
   assert lock_content(workdir) == ""
