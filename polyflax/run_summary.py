@@ -101,8 +101,8 @@ def closing_lines(*, workdir: str, checkpoints_dir: str, step: int, total_steps:
               "loss)" if history else f" (evaluate, predict and export read step {best_step})")
   lines.append(where)
   program, config = user_command(argv)
-  command = f"{program} --config {shlex.quote(config or UNKNOWN_CONFIG)} " \
-            f"--workdir {shlex.quote(workdir)}"
+  command = (f"{program} --config {shlex.quote(config or UNKNOWN_CONFIG)} "
+             f"--workdir {shlex.quote(workdir)}")
   lines += [f"evaluate: {command} --mode=evaluate",
             f"predict: {command} --mode=predict --expr \"{EXAMPLE_EXPR}\"",
             f"view: tensorboard --logdir {shlex.quote(workdir)}"]

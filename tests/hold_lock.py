@@ -1,4 +1,4 @@
-"""Holds a workdir's training lock as a run's processes do, until standard input closes (a test helper).
+"""Holds a workdir's training lock as a run's processes do, until stdin closes (a test helper).
 
   python tests/hold_lock.py WORKDIR                        # one process
   python tests/hold_lock.py WORKDIR PROCESS_ID NUM_PROCESSES PORT   # one of several

@@ -83,4 +83,5 @@ def test_a_run_that_decodes_nothing_reports_its_best_loss():
 
 def test_a_run_started_from_python_names_the_config_it_cannot_know():
   said = lines([], argv=("/env/bin/pytest",))
-  assert said[2] == "evaluate: python main.py --config CONFIG --workdir 'runs/my run' --mode=evaluate"
+  assert said[2] == ("evaluate: python main.py --config CONFIG --workdir 'runs/my run' "
+                     "--mode=evaluate")
