@@ -13,15 +13,24 @@ validation left out: the time axis of the validation history.
 
 `TimeEstimate` times the first steps of a run on a CPU and, when the rest of
 the run would take over an hour, says so once, pointing to configs/cpu.py.
+
+`RunProgress` is where a run stands, in one object: its step, the counters
+every checkpoint's run record keeps (`from_record`, `record_fields`) and the
+clocks above, with the log window's, moved together by the loop's events.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
+import dataclasses
 import time
 from typing import Any, Callable
 
 import jax
+
+from polyflax import run_log
+from polyflax import run_record
 
 # Steps handed to jax and not yet known to be finished, at most.
 MAX_STEPS_IN_FLIGHT = 2
@@ -59,12 +68,12 @@ class TimeEstimate:
   """Once, early in a run on a CPU: how long the rest takes at the speed of its early steps.
 
   The first `skip_steps` finished steps are not timed: the first waits for
-  compilation, and on the 2-core development CPU the first 60 or so of
-  configs/cpu.py ran at about half the speed of the rest (2026-12-01), so
-  timing them doubled the estimate. The clock starts when step
-  `skip_steps` of the session is finished and reads again `measure_steps`
-  finished steps later; the rest of the run at that speed, validation
-  apart, is said only when it is over `min_hours`. `clock` is for tests.
+  compilation, and on a CPU the first tens of steps of a session run slower
+  than the rest, so timing them would overstate the estimate. The clock
+  starts when step `skip_steps` of the session is finished and reads again
+  `measure_steps` finished steps later; the rest of the run at that speed,
+  validation apart, is said only when it is over `min_hours`. `clock` is
+  for tests.
   """
 
   def __init__(self, total_steps: int, *, backend: str, skip_steps: int = 100,
@@ -102,7 +111,7 @@ class TimeEstimate:
             f"at the speed of steps {start_step + 1}-{finished_step} "
             f"({seconds_per_step:.2f} s a step, "
             "validation apart); configs/cpu.py is the recipe sized for a CPU "
-            "(a 998k-parameter model, trained in 2.1 h on a 2-core CPU)")
+            "(its model and training time: docs/results.md)")
 
 
 class TrainingClock:
@@ -139,3 +148,110 @@ class TrainingClock:
     """The training seconds so far, this session's and the earlier ones'."""
     running = 0.0 if self._started_at is None else self._clock() - self._started_at
     return self._seconds_before + running
+
+
+# Marks a `RunProgress` field kept in the run record under the same name and
+# resumed from it.
+_RESUMED = {"resumed": True}
+
+
+@dataclasses.dataclass
+class RunProgress:
+  """Where a training run stands: its step, its counters and this session's clocks.
+
+  The counters are the run record's fields of the same names: those marked
+  `_RESUMED` are saved by `record_fields` and read back by `from_record`, so
+  a counter added here and to `run_record.RunRecord` is saved and resumed
+  with no other change. `train_seconds` is read from `clock`; `validation`,
+  the figures of the step when it validated, is saved and not resumed.
+
+  The clocks (`clock`, `in_flight`, `estimate`, and the window's examples/s
+  count) move together at the loop's events: `before_step` (room for one
+  more step; the time estimate reads), `after_step` (after the session's
+  first step, which waited for compilation, they all start from it),
+  `pause` (validation and saves are not training time) and `resume`.
+  """
+  step: int  # steps handed over to jax
+  first_step: int  # the step this session started from
+  clock: TrainingClock
+  in_flight: InFlight
+  estimate: TimeEstimate
+  window: run_log.LogWindow
+  # Steps skipped for a non-finite loss, over every session.
+  skipped_steps: int = dataclasses.field(default=0, metadata=_RESUMED)
+  # Every validation so far, oldest first (`run_record.history_entry`).
+  validation_history: list = dataclasses.field(default_factory=list, metadata=_RESUMED)
+  # The figures of this session's last validation ({}: none yet), and its step.
+  validation: dict = dataclasses.field(default_factory=dict)
+  validation_step: int | None = None
+
+  @classmethod
+  def from_record(cls, record: run_record.RunRecord | None, *, step: int, total_steps: int,
+                  bar, backend: str, track_finite: bool) -> "RunProgress":
+    """A session starting at `step`, going on from `record`'s counters (None: a fresh run).
+
+    `bar` (tqdm) counts finished steps; `backend` decides whether the time
+    estimate speaks; `track_finite` whether the window checks each loss.
+    """
+    resumed = {} if record is None else {
+        field.name: copy.deepcopy(getattr(record, field.name))
+        for field in dataclasses.fields(cls) if field.metadata.get("resumed")}
+    progress = cls(step=step, first_step=step,
+                   clock=TrainingClock(0.0 if record is None else record.train_seconds),
+                   in_flight=InFlight(bar, first_step=step),
+                   estimate=TimeEstimate(total_steps, backend=backend),
+                   window=run_log.LogWindow(track_finite=track_finite), **resumed)
+    progress.clock.start()
+    return progress
+
+  def record_fields(self) -> dict:
+    """The run record's fields this holds, at the current step (see `RunRecord`)."""
+    fields = {field.name: copy.deepcopy(getattr(self, field.name))
+              for field in dataclasses.fields(self) if field.metadata.get("resumed")}
+    fields["train_seconds"] = self.clock.seconds()
+    fields["validation"] = (dict(self.validation) if self.validation_step == self.step
+                            else None)
+    return fields
+
+  def before_step(self) -> str | None:
+    """Waits until the next step may be handed over; the time estimate's line, once."""
+    self.in_flight.make_room()  # for step N: step N-2 is done
+    if self.step > self.first_step + 1:
+      return self.estimate.observe(self.in_flight.finished)
+    return None
+
+  def after_step(self, sums: dict, examples: int) -> None:
+    """Counts the step just handed over: its metric sums and global example count."""
+    self.step += 1
+    self.in_flight.add(sums)
+    self.window.add(sums, examples)
+    if self.step == self.first_step + 1:
+      # The clocks start after the first step, which waited for compilation.
+      self.in_flight.wait()
+      self.estimate.observe(self.in_flight.finished)
+      self.window.restart_clock()
+
+  def window_metrics(self) -> dict:
+    """The log window's training metrics, with the skipped steps so far; starts the next window."""
+    metrics = self.window.metrics()
+    self.in_flight.wait()  # done already: the window's metrics waited for its steps
+    self.skipped_steps += metrics.pop("steps_skipped_in_window")
+    metrics["skipped_steps"] = self.skipped_steps
+    self.window.restart()
+    return metrics
+
+  def pause(self) -> float:
+    """Stops the training clock (to validate, or save and stop); returns the seconds so far."""
+    return self.clock.pause()
+
+  def validated(self, metrics: dict) -> dict:
+    """Keeps the current step's validation figures and their history entry; returns the entry."""
+    self.validation, self.validation_step = dict(metrics), self.step
+    entry = run_record.history_entry(self.step, self.clock.seconds(), metrics)
+    self.validation_history.append(entry)
+    return entry
+
+  def resume(self) -> None:
+    """Training goes on after a validation: its clock and the window's count restart."""
+    self.window.restart_clock()
+    self.clock.start()

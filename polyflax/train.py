@@ -1,19 +1,21 @@
 """Training: the loop, from a config and a workdir to trained checkpoints.
 
-`train_and_evaluate` reads top-down: check the config and the workdir,
-build the data (`input_pipeline.training_data`) and the experiment
-(`experiment.build`: model, optimizer, compiled steps), resume from the
-latest checkpoint (`resume`), compile every batch shape (saying so first;
-the compiled programs are kept on disk, see `compile_cache`), then step
-with at most two steps in flight (`progress.InFlight`), logging each window
-(`run_log.LogWindow`), validating (`validation.Validator`) and checkpointing
-every `val_check_interval` of an epoch (each validation is kept in the
-run record's history with the training seconds so far,
-`progress.TrainingClock`), until the last step or a stop
-signal (`signals.GracefulStop`, answered at once, stopping within two
-steps). On a CPU a long run says early how long it will take
-(`progress.TimeEstimate`). `fast_dev_run` is its own short path. The steps
-themselves are in `steps.py`.
+`train_and_evaluate` reads top-down: check the config and the workdir, hold
+the workdir (`run_lock`: one training run per workdir), build the data
+(`input_pipeline.training_data`) and the experiment (`experiment.build`:
+model, optimizer, compiled steps), resume from the latest checkpoint
+(`resume`), compile every batch shape (saying so first; the compiled
+programs are kept on disk, see `compile_cache`), then step with at most two
+steps in flight, logging each window, validating (`validation.Validator`)
+and checkpointing every `val_check_interval` of an epoch, until the last
+step or a stop signal (`signals.GracefulStop`, answered at once, stopping
+within two steps), and end with what the run reached and what to run next
+(`run_summary`). Where the run stands (its step, the counters each
+checkpoint's run record keeps, the clocks: steps in flight, training
+seconds, examples/s, and on a CPU how long the run will take) is one
+`progress.RunProgress`; every save goes through `checkpoint(reason)`.
+`fast_dev_run` is its own short path. The steps themselves are in
+`steps.py`.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
 from polyflax import model_setup
 from polyflax import progress as progress_lib
+from polyflax import run_lock
 from polyflax import run_log
 from polyflax import run_record
+from polyflax import run_summary
 from polyflax import sharding
 from polyflax import signals
 from polyflax import steps
@@ -79,13 +83,10 @@ def load_training_data(config: ml_collections.ConfigDict, vocab: vocab_lib.Vocab
 
 @dataclasses.dataclass
 class Resumed:
-  """Where a run continues: its state, the checkpoint's step (None: fresh), skip count,
-  training seconds and validation history so far."""
+  """Where a run continues: its state, the checkpoint's step and run record (None: fresh)."""
   state: steps.TrainState
   step: int | None
-  skipped_steps: int
-  train_seconds: float = 0.0
-  validation_history: list = dataclasses.field(default_factory=list)
+  record: run_record.RunRecord | None
 
 
 def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
@@ -100,7 +101,7 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
   """
   latest = store.latest_step()
   if latest is None:
-    return Resumed(state=state, step=None, skipped_steps=0)
+    return Resumed(state=state, step=None, record=None)
   record = store.restore_record(latest)
   model_setup.check_fingerprint(record.model, fingerprint, store.path(latest))
   # The vocabulary the run was trained with must be this one.
@@ -124,21 +125,17 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
         f"({error}); use the data and seed it was trained with, or another --workdir"
     ) from error
   restored = store.restore(latest, checkpoints.abstract_like(steps.checkpoint_tree(state)))
-  return Resumed(state=steps.state_from_checkpoint_tree(restored), step=latest,
-                 skipped_steps=record.skipped_steps, train_seconds=record.train_seconds,
-                 validation_history=list(record.validation_history))
+  return Resumed(state=steps.state_from_checkpoint_tree(restored), step=latest, record=record)
 
 
-def save_checkpoint(store: checkpoints.CheckpointStore, step: int, state: steps.TrainState, *,
-                    fingerprint: dict, train_stream: input_pipeline.TrainingStream,
-                    skipped_steps: int, train_seconds: float, validation_history: list,
-                    validation_metrics: dict | None = None) -> None:
-  """Starts saving `state` at `step` with its run record (see `run_record.RunRecord`)."""
-  store.save(step, steps.checkpoint_tree(state), run_record.RunRecord(
-      model=fingerprint, iterator=train_stream.get_state(), skipped_steps=skipped_steps,
-      command=run_record.command_line(), versions=run_record.versions(),
-      devices=run_record.devices(), saved_at=run_record.now(), validation=validation_metrics,
-      train_seconds=train_seconds, validation_history=list(validation_history)))
+def save_checkpoint(store: checkpoints.CheckpointStore, state: steps.TrainState,
+                    run: progress_lib.RunProgress, *, fingerprint: dict,
+                    train_stream: input_pipeline.TrainingStream) -> None:
+  """Starts saving `state` at `run.step` with its run record (see `run_record.RunRecord`)."""
+  store.save(run.step, steps.checkpoint_tree(state), run_record.RunRecord(
+      model=fingerprint, iterator=train_stream.get_state(), command=run_record.command_line(),
+      versions=run_record.versions(), devices=run_record.devices(), saved_at=run_record.now(),
+      **run.record_fields()))
 
 
 def raise_if_nonfinite(window: run_log.LogWindow, step: int,
@@ -186,21 +183,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   `stop_at_step` stops early, as an interruption would, after saving a
   checkpoint at that step. Returns the last validation metrics.
-  """
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
+  Raises:
+    run_lock.WorkdirInUse: at once, when another training run holds `workdir`.
+  """
   # --- Checks, before anything slow. -------------------------------------------
   mesh = sharding.make_mesh()
   config_checks.check_config(config, num_devices=sharding.global_batch_multiple(mesh))
-  is_main = jax.process_index() == 0
   if workdir_lib.is_exported(workdir):
     raise checkpoints.CheckpointError(
         f"{workdir} is an exported model (parameters only, no optimizer state to resume "
         "from): train in another --workdir")
-  if not config.fast_dev_run:
-    # A run whose checkpoints cannot be written stops now.
-    checkpoints.ensure_writable_directory(workdir)
+  if config.fast_dev_run:  # writes nothing, so holds nothing
+    return _train(config, workdir, mesh, stop_at_step)
+  # A run whose checkpoints cannot be written stops now.
+  checkpoints.ensure_writable_directory(workdir)
+  # One training run per workdir: a second one stops now, having made nothing.
+  with run_lock.hold(workdir):
+    return _train(config, workdir, mesh, stop_at_step)
+
+
+# The reason of the save that follows each validation (`checkpoint` in `_train`).
+VALIDATION = "validation"
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
+           stop_at_step: int | None) -> dict:
+  """`train_and_evaluate` once its checks are done and the workdir is held."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  is_main = jax.process_index() == 0
 
   # --- Text -> tokens -> batches; the model, optimizer and steps. ---------------
   vocab = vocab_lib.Vocab.default(config.digit_order)
@@ -229,8 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                       keep_latest=config.checkpoints_to_keep)
   resumed = resume(store, state, data.train, experiment.fingerprint, workdir,
                    experiment.vocab)
-  state, skipped_steps = resumed.state, resumed.skipped_steps
-  history = resumed.validation_history  # grows by one entry at each validation
+  state = resumed.state
   if is_main and resumed.step is not None:
     print(f"resuming from checkpoint at step {resumed.step}", flush=True)
   if is_main:
@@ -260,100 +271,106 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # --- Steps. --------------------------------------------------------------------------
   # The bar counts finished steps (progress.InFlight), so its rate and ETA are the steps'.
-  progress = tqdm(total=total_steps, initial=step, desc="train", unit="step",
-                  disable=not is_main, dynamic_ncols=True)
+  bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
+             disable=not is_main, dynamic_ncols=True)
 
   def say(line: str) -> None:
     """One line on stdout from process 0, printed above the bar at once."""
     if is_main:  # tqdm.write prints even when the bar is disabled
-      progress.write(line)
+      bar.write(line)
       sys.stdout.flush()
 
-  window = run_log.LogWindow(track_finite=not config.skip_nonfinite_steps)
-  in_flight = progress_lib.InFlight(progress, first_step=step)
-  estimate = progress_lib.TimeEstimate(total_steps, backend=jax.default_backend())
-  val_metrics = {}
+  # The step, the counters every checkpoint keeps, and the clocks (training
+  # seconds going on from the checkpoint's, validation left out).
+  run = progress_lib.RunProgress.from_record(
+      resumed.record, step=step, total_steps=total_steps, bar=bar,
+      backend=jax.default_backend(), track_finite=not config.skip_nonfinite_steps)
   batches = iter(data.train)
-  # Training seconds, validation left out, going on from the checkpoint's.
-  clock = progress_lib.TrainingClock(resumed.train_seconds)
-  clock.start()
-  first_step = step
+
+  def checkpoint(reason: str) -> None:
+    """Saves the loop's current `state` at `run.step`, with its run record.
+
+    After a validation (`VALIDATION`) the save runs on while training goes
+    on. Any other `reason` is why the run stops: the save is waited for,
+    and a line says where it is.
+    """
+    if reason != VALIDATION:
+      raise_if_nonfinite(run.window, run.step, store)
+      run.pause()
+    save_checkpoint(store, state, run, fingerprint=experiment.fingerprint,
+                    train_stream=data.train)
+    if reason != VALIDATION:
+      store.wait()
+      run.in_flight.wait()
+      say(f"{reason}: saved a checkpoint at step {run.step} in {store.directory}; "
+          "run the same command again to resume from it")
+
+  def summarize() -> None:
+    """The run's closing lines (`run_summary`), below the finished bar, its saves on disk."""
+    store.wait()
+    bar.close()
+    if is_main:
+      for line in run_summary.closing_lines(
+          workdir=workdir, checkpoints_dir=store.directory, step=run.step,
+          total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+          history=run.validation_history, best_step=store.best_step(),
+          completed=run.step >= total_steps, argv=sys.argv):
+        say(line)
+
   with signals.GracefulStop(announce=say) as stop:
-    stop.boundary = step + 1
+    stop.boundary = run.step + 1
     try:
-      while step < total_steps:
-        # `step` steps are handed over. A signal that came before this line
-        # promised to stop after step `step`; one from here on, after the next.
-        stop.boundary = step + 1
+      while run.step < total_steps:
+        # `run.step` steps are handed over. A signal that came before this line
+        # promised to stop after step `run.step`; one from here on, after the next.
+        stop.boundary = run.step + 1
         stop.announce_pending()
-        if step > first_step and (stop.should_stop(step) or
-                                  (stop_at_step is not None and step >= stop_at_step)):
-          raise_if_nonfinite(window, step, store)
-          save_checkpoint(store, step, state, fingerprint=experiment.fingerprint,
-                          train_stream=data.train, skipped_steps=skipped_steps,
-                          train_seconds=clock.pause(), validation_history=history)
-          store.wait()
-          in_flight.wait()
-          reason = stop.reason or f"stop_at_step={stop_at_step}"
-          say(f"{reason}: saved a checkpoint at step {step} in {store.directory}; "
-              "run the same command again to resume from it")
-          if stop.reason is not None:
-            raise signals.TrainingInterrupted(reason, stop.exit_code)
+        if run.step > run.first_step and (
+            stop.should_stop(run.step) or (stop_at_step is not None
+                                           and run.step >= stop_at_step)):
+          checkpoint(stop.reason or f"stop_at_step={stop_at_step}")
           break
-        in_flight.make_room()  # for step N: step N-2 is done
-        if step > first_step + 1:
-          note = estimate.observe(in_flight.finished)
-          if note:
-            say(note)
+        note = run.before_step()
+        if note:
+          say(note)
         local_batch = next(batches)
         state, sums = experiment.train_step(state, steps.step_batch(local_batch, mesh))
-        step += 1
-        in_flight.add(sums)
-        window.add(sums, int(local_batch["example_mask"].sum()) * jax.process_count())
-        if step == first_step + 1:
-          # The clocks start after the first step, which waited for compilation.
-          in_flight.wait()
-          estimate.observe(in_flight.finished)
-          window.restart_clock()
+        run.after_step(sums, int(local_batch["example_mask"].sum()) * jax.process_count())
+        step = run.step
         at_validation = step % val_every == 0 or step == total_steps
         if step % config.log_every_steps == 0 or at_validation:
-          raise_if_nonfinite(window, step, store)
-          train_metrics = window.metrics()
-          in_flight.wait()  # done already: the window's metrics waited for its steps
-          skipped_steps += train_metrics.pop("steps_skipped_in_window")
+          raise_if_nonfinite(run.window, step, store)
+          train_metrics = run.window_metrics()
           train_metrics["learning_rate"] = float(experiment.schedule(step - 1))
-          train_metrics["skipped_steps"] = skipped_steps
           run_log.write_scalars(writer, step, "train", train_metrics)
-          progress.set_postfix(loss=f"{train_metrics['loss']:.4f}",
-                               lr=f"{train_metrics['learning_rate']:.2e}",
-                               ex_s=f"{train_metrics['examples_per_second']:,.0f}")
-          window.restart()
+          bar.set_postfix(loss=f"{train_metrics['loss']:.4f}",
+                          lr=f"{train_metrics['learning_rate']:.2e}",
+                          ex_s=f"{train_metrics['examples_per_second']:,.0f}")
         if at_validation:
           # The steps are done (the log above waited for them): validation
           # and its save are not training time.
-          train_seconds = clock.pause()
+          train_seconds = run.pause()
           # The EMA when the run keeps one: what is validated is what the
           # best checkpoint is chosen by and what is exported.
           val_metrics = validator(state.model_params)
-          history.append(run_record.history_entry(step, train_seconds, val_metrics))
+          run.validated(val_metrics)
           run_log.write_scalars(writer, step, "val", val_metrics)
           run_log.write_scalars(writer, step, "val", {"train_seconds": train_seconds})
           say(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
               f"val {name} {value:.4f}" for name, value in val_metrics.items()))
-          save_checkpoint(store, step, state, fingerprint=experiment.fingerprint,
-                          train_stream=data.train, skipped_steps=skipped_steps,
-                          train_seconds=train_seconds, validation_history=history,
-                          validation_metrics=val_metrics)
-          window.restart_clock()  # validation time is not training time
-          clock.start()
+          checkpoint(VALIDATION)
+          run.resume()
         if jax.process_count() > 1 and step % config.log_every_steps == 0:
           # A signal reaches each process on its own: stop together, at the
           # first log step where any process has one.
           stop.agree(step)
+      summarize()
+      if run.step < total_steps and stop.reason is not None:  # stopped by the signal
+        raise signals.TrainingInterrupted(stop.reason, stop.exit_code)
     finally:
-      progress.close()
+      bar.close()
       store.close()
       data.train.close()
       if writer is not None:
         writer.close()
-  return val_metrics
+  return run.validation

@@ -7,6 +7,8 @@ A training run's workdir (`python main.py --workdir runs/red`):
   checkpoints/   the Orbax checkpoints (`checkpoints.CheckpointStore`)
   eval/          what `--mode=evaluate` writes by default
   events.out.tfevents.*   TensorBoard events
+  training.lock  held by the training run in progress, and naming it
+                 (`run_lock.py`; evaluation, prediction and export take no lock)
 
 An exported model folder (`--mode=export`, as shipped in `checkpoints/`):
 
@@ -36,6 +38,7 @@ CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"
 MODEL_CARD_FILE = "model.json"
 PARAMS_DIR = "params"
+LOCK_FILE = "training.lock"
 # Fields of a run's config.json that a later evaluation or prediction keeps,
 # whatever its own config says: the model's shape, and the data it was
 # trained on (its test and training splits).
@@ -46,6 +49,11 @@ RUN_DATA_FIELDS = ("data_dir", "generated_size", "data_seed", "generated_cancel_
 def checkpoints_dir(workdir: str) -> str:
   """The folder of a training run's checkpoints."""
   return os.path.join(workdir, CHECKPOINTS_DIR)
+
+
+def lock_file(workdir: str) -> str:
+  """The file a training run holds its workdir by (see `run_lock.py`)."""
+  return os.path.join(workdir, LOCK_FILE)
 
 
 def is_exported(workdir: str) -> bool:

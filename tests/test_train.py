@@ -3,6 +3,8 @@
 import glob
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -73,13 +75,23 @@ def data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("inputs")
 
 
-def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir):
+def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir, capsys):
   config = tiny_config(data_dir, max_epochs=2, val_check_interval=0.5)
   straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
   stopped_at = 7
+  capsys.readouterr()
   train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at_step=stopped_at)
   step, _ = latest_params(str(tmp_path / "resumed"))
   assert step == stopped_at
+  # A run stopped early says where it stopped, and that no validation came yet.
+  said = capsys.readouterr().out.splitlines()
+  stopped = next(index for index, line in enumerate(said) if line.startswith("stop_at_step="))
+  assert re.fullmatch(r"training stopped at step 7 of (\d+), epoch 0\.\d\d of 2\.00; no "
+                      "validation yet", said[stopped + 1]), said[stopped + 1]
+  assert said[stopped + 2] == (f"checkpoints: {tmp_path / 'resumed' / 'checkpoints'} "
+                               "(evaluate, predict and export read step 7)")
+  assert said[stopped + 3].startswith("evaluate: python main.py --config CONFIG --workdir ")
+  assert not any(line.startswith("note:") for line in said)
   stop_record = latest_record(str(tmp_path / "resumed"))  # saved before the first validation
   assert stop_record.validation_history == [] and stop_record.train_seconds > 0
   resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
@@ -151,6 +163,35 @@ def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
   for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/examples_per_second",
               "val/loss", "val/token_accuracy", "val/sequence_accuracy", "val/exact_match"):
     assert tag in tags, tags
+  # It ends saying what it reached, where it is and what to run next, with the
+  # config file and workdir it was given.
+  closing = first.stdout.splitlines()[-6:]
+  reached = re.fullmatch(r"training done: (\d+) steps, 1\.00 epochs; best validation exact "
+                         r"match (\d\.\d{4}) at step (\d+) \((\d+) validations\)", closing[0])
+  assert reached, first.stdout[-3000:]
+  assert int(reached.group(1)) == steps[-1]
+  history = latest_record(str(workdir)).validation_history
+  best = max(history, key=lambda entry: (entry["exact_match"], -entry["loss"]))
+  assert (float(reached.group(2)), int(reached.group(3)), int(reached.group(4))) == (
+      pytest.approx(best["exact_match"], abs=5e-5), best["step"], len(history))
+  store = checkpoints.CheckpointStore(str(workdir / "checkpoints"), read_only=True)
+  best_step = store.best_step()
+  store.close()
+  assert closing[1] == (f"checkpoints: {workdir / 'checkpoints'} (evaluate, predict and export "
+                        f"read step {best_step}, the best by validation loss)")
+  command_line = f"python main.py --config configs/tiny.py --workdir {shlex.quote(str(workdir))}"
+  assert closing[2:5] == [f"evaluate: {command_line} --mode=evaluate",
+                          f"predict: {command_line} --mode=predict --expr \"(k-15)*(2*k+29)\"",
+                          f"view: tensorboard --logdir {shlex.quote(str(workdir))}"]
+  # A run of the tiny config learns next to nothing, and the last line says so.
+  assert best["exact_match"] < 0.5
+  assert closing[5].startswith("note: an exact match this low is expected of a run this short")
+  # The command it prints evaluates the run.
+  evaluate = shlex.split(closing[2].split(": ", 1)[1])
+  evaluated = subprocess.run([sys.executable, *evaluate[1:], "--config.eval.limit=32"], cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert f"(step {best_step})" in evaluated.stdout
   second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert second.returncode == 0, second.stderr[-3000:]
   assert f"resuming from checkpoint at step {steps[-1]}" in second.stdout
