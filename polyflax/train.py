@@ -31,6 +31,7 @@ from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import distributed
 from polyflax import experiment as experiment_lib
+from polyflax import bucketing
 from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
 from polyflax import model_setup
@@ -40,6 +41,7 @@ from polyflax import run_record
 from polyflax import sharding
 from polyflax import signals
 from polyflax import steps
+from polyflax import training_streams
 from polyflax import validation
 from polyflax import vocab as vocab_lib
 from polyflax import workdir as workdir_lib
@@ -63,7 +65,7 @@ def prepare_splits(config: ml_collections.ConfigDict) -> dict:
 
 
 def load_training_data(config: ml_collections.ConfigDict, vocab: vocab_lib.Vocab,
-                       batching: input_pipeline.Batching) -> input_pipeline.TrainingData:
+                       batching: bucketing.Batching) -> input_pipeline.TrainingData:
   """The run's training stream and validation batches; a data too small to batch is a ConfigError."""
   paths = prepare_splits(config)
   try:
@@ -89,7 +91,7 @@ class Resumed:
 
 
 def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
-           train_stream: input_pipeline.TrainingStream, fingerprint: dict,
+           train_stream: training_streams.TrainingStream, fingerprint: dict,
            workdir: str, vocab: vocab_lib.Vocab) -> Resumed:
   """Restores the latest checkpoint of `store` into `state`'s shardings, and the data position.
 
@@ -130,7 +132,7 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
 
 
 def save_checkpoint(store: checkpoints.CheckpointStore, step: int, state: steps.TrainState, *,
-                    fingerprint: dict, train_stream: input_pipeline.TrainingStream,
+                    fingerprint: dict, train_stream: training_streams.TrainingStream,
                     skipped_steps: int, train_seconds: float, validation_history: list,
                     validation_metrics: dict | None = None) -> None:
   """Starts saving `state` at `step` with its run record (see `run_record.RunRecord`)."""
@@ -162,7 +164,7 @@ def raise_if_nonfinite(window: run_log.LogWindow, step: int,
 
 
 def fast_dev_run(experiment: experiment_lib.Experiment, state: steps.TrainState,
-                 data: input_pipeline.TrainingData, batching: input_pipeline.Batching) -> dict:
+                 data: input_pipeline.TrainingData, batching: bucketing.Batching) -> dict:
   """One training step and one validation batch; nothing written. Returns the val metrics."""
   multiple = sharding.global_batch_multiple(experiment.mesh)
   state, sums = experiment.train_step(
