@@ -55,12 +55,15 @@ def test_training_data_is_the_configs_stream_and_validation_batches(tmp_path, tr
   data.train.close()
 
 
-@pytest.mark.parametrize("train_data", ["split", "generated"])
-def test_a_runs_trained_lines_are_those_its_stream_served(tmp_path, train_data):
+@pytest.mark.parametrize("train_data, digit_order", [("split", "printed"),
+                                                     ("generated", "printed"),
+                                                     ("split", "reversed")])
+def test_a_runs_trained_lines_are_those_its_stream_served(tmp_path, train_data, digit_order):
   paths = _splits(tmp_path)
-  config = _config(tmp_path, train_data=train_data, generated_examples_per_epoch=300)
+  config = _config(tmp_path, train_data=train_data, generated_examples_per_epoch=300,
+                   digit_order=digit_order)
   batching = Batching(buckets=(16, 32), constant="examples")
-  stream = input_pipeline.training_data(config, paths, Vocab.default(), batching).train
+  stream = input_pipeline.training_data(config, paths, Vocab.default(digit_order), batching).train
   split_lines = ["=".join(pair) for pair in data_lib.read_pairs(paths["train"]).pairs]
 
   def line_of_row(epoch, row):
