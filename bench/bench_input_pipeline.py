@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
-from polyflax import input_pipeline  # pylint: disable=g-import-not-at-top
+from polyflax import bucketing  # pylint: disable=g-import-not-at-top
+from polyflax import eval_batches  # pylint: disable=g-import-not-at-top
+from polyflax import training_streams  # pylint: disable=g-import-not-at-top
 from polyflax.vocab import Vocab  # pylint: disable=g-import-not-at-top
 
 VARIABLES = "achijknostxyz"
@@ -126,8 +128,9 @@ def main() -> None:
         f"({len(lines) / encode_s:,.0f} lines/s)")
 
   start = time.perf_counter()
-  batching = input_pipeline.Batching()  # the default buckets, one device, one process
-  iterator = batching.train_iterator(src, tgt, batch_size=args.batch_size, seed=args.seed)
+  batching = bucketing.Batching()  # the default buckets, one device, one process
+  iterator = training_streams.TrainIterator(src, tgt, batch_size=args.batch_size, seed=args.seed,
+                                            batching=batching)
   layout = iterator.layout
   print(f"TrainIterator setup: {time.perf_counter() - start:.2f}s; buckets {layout.buckets}, "
         f"examples per bucket {layout.bucket_counts}, batch sizes {layout.batch_sizes}, "
@@ -149,7 +152,7 @@ def main() -> None:
         f"{real_tokens / (2 * 32 * len(lines)):.3f} with one shape of 32")
 
   start = time.perf_counter()
-  batches = batching.eval_batches(src, tgt, batch_size=args.batch_size)
+  batches = eval_batches.EvalBatches(src, tgt, batch_size=args.batch_size, batching=batching)
   examples = sum(int(batch["example_mask"].sum()) for batch in batches)
   seconds = time.perf_counter() - start
   print(f"eval pass (setup included): {len(batches)} batches, {examples:,} examples in "

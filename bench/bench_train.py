@@ -29,7 +29,8 @@ if __name__ == "__main__":
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from polyflax import config_files, generate, input_pipeline, sharding, steps  # pylint: disable=wrong-import-position
+from polyflax import config_files, example_sources, generate, input_pipeline, sharding, steps  # pylint: disable=wrong-import-position
+from polyflax import training_streams  # pylint: disable=wrong-import-position
 from polyflax import experiment as experiment_lib  # pylint: disable=wrong-import-position
 from polyflax import vocab as vocab_lib  # pylint: disable=wrong-import-position
 
@@ -50,9 +51,9 @@ def main():
   mesh = sharding.make_mesh()
   batching = input_pipeline.batching(config, mesh)
   if config.train_data == "generated":
-    iterator = batching.generated_iterator(
-        input_pipeline.generated_examples(vocab, config.max_len, config.data_seed, args.examples),
-        examples_per_epoch=args.examples, batch_size=config.batch_size, seed=config.seed)
+    iterator = training_streams.GeneratedTrainIterator(
+        example_sources.generated_examples(vocab, config.max_len, config.data_seed, args.examples),
+        batch_size=config.batch_size, seed=config.seed, batching=batching)
     data_kind = (f"the generated stream ({args.examples:,} fresh lines an epoch, "
                  "the next epoch made in a worker process)")
   else:
@@ -60,7 +61,8 @@ def main():
     pairs = [line.split("=") for line in lines]
     src = vocab.encode_batch([p[0] for p in pairs], config.max_len)
     tgt = vocab.encode_batch([p[1] for p in pairs], config.max_len)
-    iterator = batching.train_iterator(src, tgt, batch_size=config.batch_size, seed=config.seed)
+    iterator = training_streams.TrainIterator(src, tgt, batch_size=config.batch_size,
+                                              seed=config.seed, batching=batching)
     data_kind = f"a fixed split of {args.examples:,} generated lines"
   experiment, state = experiment_lib.build(config, total_steps=10_000, mesh=mesh)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from polyflax import input_pipeline
+from polyflax import bucketing
 from polyflax import vocab as vocab_lib
 
 # The allowed values of the config's choice fields, defined here once; the
@@ -67,7 +67,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
     problems.append(f"learning_rate must be positive (got {config.learning_rate!r})")
   for name, allowed in (("lr_schedule", LR_SCHEDULES), ("compute_dtype", COMPUTE_DTYPES),
                         ("train_data", TRAIN_DATA), ("digit_order", vocab_lib.DIGIT_ORDERS),
-                        ("constant_per_batch", input_pipeline.BATCH_CONSTANTS)):
+                        ("constant_per_batch", bucketing.BATCH_CONSTANTS)):
     if _get(config, name) not in allowed:
       problems.append(f"{name} must be {_one_of(allowed)} (got {_get(config, name)!r})")
   for name in ("max_steps", "generated_examples_per_epoch"):

@@ -23,7 +23,8 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from polyflax import input_pipeline
+from polyflax import bucketing
+from polyflax import eval_batches
 from polyflax import sharding
 from polyflax import vocab as vocab_lib
 from polyflax.models import NEG_INF
@@ -187,7 +188,7 @@ class Decoder:
   """
 
   def __init__(self, graphdef, params, vocab: vocab_lib.Vocab, mesh, *, max_len: int,
-               batching: input_pipeline.Batching, beam_size: int = 1,
+               batching: bucketing.Batching, beam_size: int = 1,
                length_penalty: float = 0.6, decode_fn: Callable | None = None):
     """Compiles (lazily, per batch shape) the decoding function.
 
@@ -236,14 +237,15 @@ class Decoder:
       low, high = (low, middle) if num_batches(middle) <= target else (middle + 1, high)
     return low
 
-  def batches(self, source_ids: np.ndarray, batch_size: int) -> input_pipeline.EvalBatches:
+  def batches(self, source_ids: np.ndarray, batch_size: int) -> eval_batches.EvalBatches:
     """This process's share of the bucketed global batches of `source_ids` [N, S].
 
     `batch_size` is the most rows of a batch of the longest bucket; see
     `fitted_batch_size`.
     """
-    return self.batching.eval_batches(source_ids, np.zeros_like(source_ids),
-                                      batch_size=self.fitted_batch_size(source_ids, batch_size))
+    return eval_batches.EvalBatches(source_ids, np.zeros_like(source_ids),
+                                    batch_size=self.fitted_batch_size(source_ids, batch_size),
+                                    batching=self.batching)
 
   def _dispatch(self, inputs: np.ndarray, params) -> jax.Array:
     """Starts decoding a local batch [b, S]; returns the (global, sharded) output at once."""

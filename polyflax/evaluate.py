@@ -53,35 +53,39 @@ def _training_lines(config: ml_collections.ConfigDict, record: run_record.RunRec
                     pairs: Sequence[tuple[str, str]]) -> tuple[str, set[str] | None]:
   """What the model trained on, and which test lines it holds (None: unknown).
 
-  Returns (description, seen): for a run on the train split, its path and
-  its lines; for a run on generated lines (`train_data="generated"`), the
-  epochs begun, as the checkpoint's iterator state records them, and the
-  test lines found among those epochs' lines (made again from `data_seed`,
-  chunk 0 of each epoch: the rare extra chunks are left out). For a
-  generated run only the lines of `pairs` are kept, so the set stays small
-  whatever the stream's length.
+  Returns (description, seen): the training split's path, or how many
+  epochs of how many generated lines; and the lines of `pairs` among those
+  the run's training stream had served at the checkpoint's saved position
+  (`input_pipeline.trained_lines`, the stream made again from `config`, the
+  run's, on the devices the record names): exactly the lines it trained on,
+  a partial last epoch, remainders left out of an epoch and the rare extra
+  chunks of a generated epoch included. Only the lines of `pairs` are
+  kept, so the set stays small whatever the stream's length.
   """
-  if config.train_data != "generated":
-    path = data_lib.split_paths(config.data_dir)["train"]
-    if not path.exists():
-      return f"no training split at {path}", None
-    return str(path), {f"{factored}={expanded}"
-                       for factored, expanded in data_lib.read_pairs(path, skip_bad=True).pairs}
-  state = record.iterator
-  if input_pipeline.GENERATED_STATE_KEY not in state:
-    return "generated lines, but the checkpoint does not say how many", None
-  per_epoch = int(state[input_pipeline.GENERATED_STATE_KEY])
-  epochs = int(state["epoch"]) + (1 if int(state["position"]) > 0 else 0)
+  train_path = data_lib.split_paths(config.data_dir)["train"]
+  if config.train_data != "generated" and not train_path.exists():
+    return f"no training split at {train_path}", None
+  try:
+    device_count = int(record.devices.split(" x ")[0])  # run_record.devices: "8 x NVIDIA H200"
+  except ValueError:
+    return f"the checkpoint does not say how many devices trained it ({record.devices!r})", None
+  try:
+    trained = input_pipeline.trained_lines(config, data_lib.split_paths(config.data_dir),
+                                           record.iterator, device_count=device_count)
+  except data_lib.DataError as error:
+    return f"the training split cannot be read ({error})", None
+  except ValueError as error:  # e.g. a state of another seed or kind of stream
+    return f"the checkpoint's data position does not fit the config ({error})", None
   test_lines = {f"{factored}={expanded}" for factored, expanded in pairs}
   seen = set()
-  for epoch in tqdm.tqdm(range(epochs), desc="training lines", unit="epoch",
+  for lines in tqdm.tqdm(trained, desc="training lines", unit="epoch",
                          disable=jax.process_index() != 0, file=sys.stderr):
-    seen.update(test_lines.intersection(
-        input_pipeline.generated_lines(
-            config.data_seed, per_epoch, epoch, 0,
-            cancel_fraction=config.get("generated_cancel_fraction", 0.0))))
-  return (f"generated lines: {epochs} epoch{'' if epochs == 1 else 's'} of {per_epoch:,} "
-          f"(data seed {config.data_seed})", seen)
+    seen.update(test_lines.intersection(lines))
+  if config.train_data != "generated":
+    return str(train_path), seen
+  epochs = len(trained)
+  return (f"generated lines: {epochs} epoch{'' if epochs == 1 else 's'} of "
+          f"{trained.examples_per_epoch:,} (data seed {config.data_seed})", seen)
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -34,7 +34,7 @@ _VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
 class RunRecord:
   """The JSON item of a training checkpoint (see the module docstring)."""
   model: dict  # the model fingerprint (model_setup.model_fingerprint)
-  iterator: dict  # the training stream's state (input_pipeline), to resume at the next batch
+  iterator: dict  # the training stream's state (training_streams), to resume at the next batch
   skipped_steps: int  # steps skipped for a non-finite loss, so far
   command: str  # the command that trained the run
   versions: dict  # python and library versions (`versions`)

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from polyflax import input_pipeline
+from polyflax import bucketing
 
 DATA_AXIS = "data"
 
@@ -61,10 +61,10 @@ def compile_shapes(run: Callable[[dict[str, np.ndarray]], Any],
 
   Compiles every shape a pass will use before it starts, so that the pass
   is timed without compilation. `run` takes this process's rows of a batch
-  (`input_pipeline.padding_batch`: masked rows, so no example is touched)
+  (`bucketing.padding_batch`: masked rows, so no example is touched)
   and returns device values, which are waited for.
   """
   shapes = list(shapes)
   for local_size, length in shapes:
-    jax.block_until_ready(run(input_pipeline.padding_batch(local_size, length)))
+    jax.block_until_ready(run(bucketing.padding_batch(local_size, length)))
   return len(shapes)

@@ -33,6 +33,7 @@ from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import distributed
 from polyflax import experiment as experiment_lib
+from polyflax import bucketing
 from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
 from polyflax import model_setup
@@ -44,6 +45,7 @@ from polyflax import run_summary
 from polyflax import sharding
 from polyflax import signals
 from polyflax import steps
+from polyflax import training_streams
 from polyflax import validation
 from polyflax import vocab as vocab_lib
 from polyflax import workdir as workdir_lib
@@ -67,7 +69,7 @@ def prepare_splits(config: ml_collections.ConfigDict) -> dict:
 
 
 def load_training_data(config: ml_collections.ConfigDict, vocab: vocab_lib.Vocab,
-                       batching: input_pipeline.Batching) -> input_pipeline.TrainingData:
+                       batching: bucketing.Batching) -> input_pipeline.TrainingData:
   """The run's training stream and validation batches; a data too small to batch is a ConfigError."""
   paths = prepare_splits(config)
   try:
@@ -90,7 +92,7 @@ class Resumed:
 
 
 def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
-           train_stream: input_pipeline.TrainingStream, fingerprint: dict,
+           train_stream: training_streams.TrainingStream, fingerprint: dict,
            workdir: str, vocab: vocab_lib.Vocab) -> Resumed:
   """Restores the latest checkpoint of `store` into `state`'s shardings, and the data position.
 
@@ -130,7 +132,7 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
 
 def save_checkpoint(store: checkpoints.CheckpointStore, state: steps.TrainState,
                     run: progress_lib.RunProgress, *, fingerprint: dict,
-                    train_stream: input_pipeline.TrainingStream) -> None:
+                    train_stream: training_streams.TrainingStream) -> None:
   """Starts saving `state` at `run.step` with its run record (see `run_record.RunRecord`)."""
   store.save(run.step, steps.checkpoint_tree(state), run_record.RunRecord(
       model=fingerprint, iterator=train_stream.get_state(), command=run_record.command_line(),
@@ -159,7 +161,7 @@ def raise_if_nonfinite(window: run_log.LogWindow, step: int,
 
 
 def fast_dev_run(experiment: experiment_lib.Experiment, state: steps.TrainState,
-                 data: input_pipeline.TrainingData, batching: input_pipeline.Batching) -> dict:
+                 data: input_pipeline.TrainingData, batching: bucketing.Batching) -> dict:
   """One training step and one validation batch; nothing written. Returns the val metrics."""
   multiple = sharding.global_batch_multiple(experiment.mesh)
   state, sums = experiment.train_step(

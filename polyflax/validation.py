@@ -11,6 +11,7 @@ import numpy as np
 
 from polyflax import decode
 from polyflax import experiment as experiment_lib
+from polyflax import bucketing
 from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
 from polyflax import sharding
@@ -36,7 +37,7 @@ class Validator:
   """
 
   def __init__(self, experiment: experiment_lib.Experiment, data: input_pipeline.TrainingData,
-               batching: input_pipeline.Batching, *, max_batches=None, max_decoded=None):
+               batching: bucketing.Batching, *, max_batches=None, max_decoded=None):
     config = experiment.config
     self._experiment, self._data, self._max_batches = experiment, data, max_batches
     self._decoder = decode.Decoder(experiment.graphdef, None, experiment.vocab, experiment.mesh,

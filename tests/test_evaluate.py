@@ -19,7 +19,8 @@ import pytest
 from polyflax.events import read_scalars
 from flax import nnx
 
-from polyflax import algebra, config_files, decode, generate, inference, input_pipeline
+from polyflax import algebra, bucketing, config_files, decode, eval_batches, generate, inference
+from polyflax import input_pipeline
 from polyflax import models
 from polyflax import sharding
 from polyflax import train
@@ -51,7 +52,7 @@ def test_bucketed_batched_decoding_returns_every_row_in_order(caplog):
   source_ids[np.arange(45), lengths - 1] = VOCAB.eos_id
   mesh = sharding.make_mesh()
   decoder = decode.Decoder(graphdef, params, VOCAB, mesh, max_len=16,
-                           batching=input_pipeline.Batching(buckets=(8, 16)))
+                           batching=bucketing.Batching(buckets=(8, 16)))
   with jax.log_compiles(True), caplog.at_level(logging.WARNING):
     decoder.warm_up(source_ids, batch_size=8)
     warm_up_compilations = decode_compilations(caplog.records)
@@ -71,7 +72,7 @@ def test_bucketed_batched_decoding_returns_every_row_in_order(caplog):
 
 def test_batches_shrink_to_fit_a_small_set_but_never_multiply():
   decoder = decode.Decoder(None, None, VOCAB, sharding.make_mesh(), max_len=32,
-                           batching=input_pipeline.Batching())
+                           batching=bucketing.Batching())
   factored = [line.split("=")[0] for line in generate.generate_lines(300, seed=0)]
   source_ids = VOCAB.encode_batch(factored, 32)
   full = decoder.batches(source_ids, 4096)
@@ -81,8 +82,8 @@ def test_batches_shrink_to_fit_a_small_set_but_never_multiply():
   for count, size in zip(layout.bucket_counts, layout.batch_sizes):
     assert size >= count
   for batch_size in (8, 64, 256):
-    expected = len(decoder.batching.eval_batches(source_ids, np.zeros_like(source_ids),
-                                                 batch_size=batch_size))
+    expected = len(eval_batches.EvalBatches(source_ids, np.zeros_like(source_ids),
+                                            batch_size=batch_size, batching=decoder.batching))
     assert len(decoder.batches(source_ids, batch_size)) == expected
 
 

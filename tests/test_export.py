@@ -1,6 +1,7 @@
 """The exported model folder, parameters-only inference, and the module boundaries around it."""
 
 import ast
+import itertools
 import json
 import os
 import pathlib
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 from checkpoint_files import read_arrays
 
-from polyflax import checkpoints, cli, config_files, evaluate, export, inference, input_pipeline
-from polyflax import train
+from polyflax import checkpoints, cli, config_files, evaluate, example_sources, export, inference
+from polyflax import input_pipeline, sharding, train, training_streams
+from polyflax import vocab as vocab_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -236,11 +238,24 @@ def test_seen_lines_of_a_generated_run_are_those_it_trained_on_also_once_exporte
                              train_data="generated", generated_examples_per_epoch=1200)
   run = tmp_path / "run"
   train.train_and_evaluate(config, str(run))
-  trained = input_pipeline.generated_lines(config.data_seed, 1200, 0, 0)
-  later = [line for line in input_pipeline.generated_lines(config.data_seed, 1200, 1, 0)
-           if line not in set(trained)]
+  # The rows of epoch 0 its batches served (18 batches of 64: 48 of the 1,200 are left out).
+  epoch_lines = example_sources.generated_lines(config.data_seed, 1200, 0, 0)
+  stream = training_streams.GeneratedTrainIterator(
+      example_sources.generated_examples(vocab_lib.Vocab.default(), config.max_len,
+                                         config.data_seed, 1200),
+      batch_size=config.batch_size, seed=config.seed,
+      batching=input_pipeline.batching(config, sharding.make_mesh()), in_process=True)
+  served = {int(row) for batch in itertools.islice(stream, stream.steps_per_epoch)
+            for row in batch["index"] if row >= 0}
+  stream.close()
+  trained = [epoch_lines[row] for row in sorted(served)]
+  left_out = [line for row, line in enumerate(epoch_lines)
+              if row not in served and line not in set(trained)]
+  later = [line for line in example_sources.generated_lines(config.data_seed, 1200, 1, 0)
+           if line not in set(epoch_lines)]
+  assert len(left_out) >= 10
   test_file = tmp_path / "test.txt"
-  test_file.write_text("\n".join(trained[:20] + later[:30]) + "\n")
+  test_file.write_text("\n".join(trained[:20] + left_out[:10] + later[:20]) + "\n")
   shipped = tmp_path / "shipped"
   assert cli.run("export", config_files.set_fields(config, {"export.dir": str(shipped)}),
                  str(run)) == 0

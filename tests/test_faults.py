@@ -24,7 +24,7 @@ import pytest
 from checkpoint_files import read_arrays
 
 from polyflax import checkpoints, cli, config_checks, config_files, data, inference
-from polyflax import events, input_pipeline
+from polyflax import events, training_streams
 from polyflax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -288,7 +288,7 @@ def poison_batch(monkeypatch, number):
   The embedding lookup of such an id is NaN (jnp.take fills out-of-range
   rows), so that step's loss and gradients are NaN for real.
   """
-  next_batch = input_pipeline.TrainIterator.__next__
+  next_batch = training_streams.TrainIterator.__next__
   served = itertools.count(1)
 
   def poisoned(self):
@@ -298,7 +298,7 @@ def poison_batch(monkeypatch, number):
       batch["inputs"][0, 0] = 1_000_000
     return batch
 
-  monkeypatch.setattr(input_pipeline.TrainIterator, "__next__", poisoned)
+  monkeypatch.setattr(training_streams.TrainIterator, "__next__", poisoned)
 
 
 @pytest.mark.slow  # trains
