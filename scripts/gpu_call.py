@@ -145,10 +145,10 @@ class Call:
   real: str  # the real lines evaluated on, or "" for none
   number: int  # 1 for the first call on this runs folder
   budget: int
-  started: float  # time.time() at its start
   python: str  # the interpreter of its commands
   env: dict[str, str]
   fail: frozenset[str]  # stages whose commands are made to fail
+  started: float = dataclasses.field(default_factory=time.time)  # time.time() at its start
   stage: str = ""
   stage_log: pathlib.Path | None = None
   shipping: set[str] = dataclasses.field(default_factory=set)  # stages whose file it made

@@ -483,7 +483,7 @@ def open_call(options, machine, runs, out, expected) -> Call:
   return Call(machine=machine, expected=expected, runs=runs, out=out,
               exports=pathlib.Path(machine.exports.format(runs=runs)),
               real=real_lines(options, machine), number=number,
-              budget=budget_of(options, machine), started=time.time(),
+              budget=budget_of(options, machine),
               python=os.environ.get("PYTHON") or "python3", env=child_env(machine, runs),
               fail=frozenset(options.fail))
 

@@ -137,7 +137,7 @@ def make_call(gpu_runs, tmp_path, budget=600):
   (runs / "logs").mkdir(parents=True)
   call = gpu_call.Call(machine=gpu_runs.REHEARSAL, expected={}, runs=runs, out=tmp_path / "out",
                        exports=runs / "checkpoints", real="", number=1, budget=budget,
-                       started=time.time(), python=sys.executable, env=dict(os.environ),
+                       python=sys.executable, env=dict(os.environ),
                        fail=frozenset())
   call.stage, call.stage_log = "decode", runs / "logs" / "decode.log"
   return gpu_call, call
