@@ -1,6 +1,9 @@
-"""One call of scripts/gpu_runs.py: its clock, console and logs, the commands it runs, its end.
+"""One call of scripts/gpu_runs.py: its clock, console and logs, its stages and commands, its end.
 
-A command runs until its limit or the call's deadline, whichever is first;
+Each stage ready to run (not done, not failed before unless named, its run
+trained, time left) runs its command; it ends done, unfinished (the deadline),
+skipped or failed, recorded in RUNS/stages.tsv, and a failure does not end
+the call. A command runs until its limit or the call's deadline, whichever is first;
 its output (progress bars left out) goes to its stage's log and to the
 console (examples left out); its seconds and exit status are appended to
 RUNS/RUN.calls. The call's console is also appended to OUT/gpu_runs.log.
@@ -21,6 +24,7 @@ import sys
 import tarfile
 import threading
 import time
+import traceback
 
 import gpu_plan
 
@@ -231,6 +235,83 @@ def failure_record(stage: str, attempt: list[str]) -> str:
   tail = [line for line in attempt if not line.startswith("$ ")][-15:]
   return "\n".join([reason + (f"; {errors[-1]}" if errors else ""),
                     f"last lines of logs/{stage}.log:", *tail]) + "\n"
+
+
+# --- The stages of a call ----------------------------------------------------------------------
+def ready(call: Call, stage: gpu_plan.Stage, named: list[str]) -> bool:
+  """Whether the stage runs now; where not, says why (and records it where the summary shows it)."""
+  name, runs, need = stage.name, call.runs, stage.needs
+  if (runs / f"{name}.done").exists():
+    call.say(f"{name}: done before, skipped")
+    return False
+  if (runs / f"{name}.failed").exists():
+    if name not in named:
+      call.say(f"{name}: failed in an earlier call, not tried again (name it to retry)")
+      return False
+    (runs / f"{name}.failed").unlink()
+  if need and not (runs / need / "trained").exists():
+    if (runs / f"{need}.failed").exists():
+      call.say(f"{name}: skipped, {need} failed before its training finished")
+      call.record(name, "skipped", 0, f"{need} failed before its training finished")
+    else:
+      call.say(f"{name}: waits for {need}'s training")
+      call.record(name, "waiting", 0, f"{need} is not trained yet")
+    return False
+  if call.remaining() < gpu_plan.LEAST_STAGE_SECONDS:
+    call.say(f"{name}: not reached, no time left in this call")
+    call.record(name, "not reached", 0, f"no time left in call {call.number}")
+    return False
+  return True
+
+
+def run_stage(call: Call, stage: gpu_plan.Stage) -> None:
+  """Runs the stage's command; records it done, unfinished, skipped or failed."""
+  name = stage.name
+  call.say(f"=== stage {name}")
+  call.stage, call.stage_log = name, call.runs / "logs" / f"{name}.log"
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+  call.log(f"=== call {call.number}, {now}")
+  first = call.stage_log.stat().st_size
+  begin = time.time()
+  try:
+    stage.command(call, stage)
+  except Unfinished:
+    call.record(name, "unfinished", int(time.time() - begin),
+                f"stopped at the end of call {call.number}; the next call goes on")
+    call.say(f"{name}: unfinished, the next call goes on")
+  except Skipped as skipped:
+    call.record(name, "skipped", int(time.time() - begin), str(skipped))
+    call.say(f"{name}: skipped in this call")
+  except Exception as error:  # pylint: disable=broad-except  # a fault here fails this stage only
+    if not isinstance(error, Failed):
+      call.note(traceback.format_exc().rstrip())
+    record_failure(call, stage, int(time.time() - begin), first)
+  else:
+    (call.runs / f"{name}.done").touch()
+    call.record(name, "done", int(time.time() - begin), "")
+    call.say(f"{name}: done in {int(time.time() - begin)} s")
+  call.stage, call.stage_log = "", None
+
+
+def record_failure(call: Call, stage: gpu_plan.Stage, seconds: int, first: int) -> None:
+  """RUNS/STAGE.failed from this attempt's lines of the stage's log; the call goes on."""
+  with open(call.stage_log, "rb") as log:
+    log.seek(first)
+    attempt = log.read().decode("utf-8", errors="replace").splitlines()
+  failure = failure_record(stage.name, attempt)
+  (call.runs / f"{stage.name}.failed").write_text(failure, encoding="utf-8")
+  call.record(stage.name, "failed", seconds, failure.splitlines()[0])
+  call.failed.append(stage.name)
+  call.say(f"{stage.name}: FAILED after {seconds} s; the call goes on")
+
+
+def run_stages(call: Call, stages: list[gpu_plan.Stage], order: list[str], named: list[str]
+               ) -> None:
+  """The stages of `order` that are ready, one after the other."""
+  by_name = {stage.name: stage for stage in stages}
+  for name in order:
+    if ready(call, by_name[name], named):
+      run_stage(call, by_name[name])
 
 
 # --- Set-up: carried wheels, versions, device ------------------------------------------------

@@ -65,7 +65,6 @@ replaces each command of STAGE by one that fails, to see a failure handled.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -73,12 +72,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
-import traceback
 
 import gpu_call
 import gpu_plan
-from gpu_call import Call, Failed, Skipped, Unfinished
+from gpu_call import Call, Failed, Skipped
 from gpu_plan import Expected, Machine, Ship, Stage
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -398,73 +395,6 @@ def print_plan(options: argparse.Namespace, machine: Machine, runs: pathlib.Path
 
 
 # --- The call -----------------------------------------------------------------------------------
-def ready(call: Call, stage: Stage, named: list[str]) -> bool:
-  """Whether the stage runs now; where not, says why (and records it where the summary shows it)."""
-  name, runs, need = stage.name, call.runs, stage.needs
-  if (runs / f"{name}.done").exists():
-    call.say(f"{name}: done before, skipped")
-    return False
-  if (runs / f"{name}.failed").exists():
-    if name not in named:
-      call.say(f"{name}: failed in an earlier call, not tried again (name it to retry)")
-      return False
-    (runs / f"{name}.failed").unlink()
-  if need and not (runs / need / "trained").exists():
-    if (runs / f"{need}.failed").exists():
-      call.say(f"{name}: skipped, {need} failed before its training finished")
-      call.record(name, "skipped", 0, f"{need} failed before its training finished")
-    else:
-      call.say(f"{name}: waits for {need}'s training")
-      call.record(name, "waiting", 0, f"{need} is not trained yet")
-    return False
-  if call.remaining() < gpu_plan.LEAST_STAGE_SECONDS:
-    call.say(f"{name}: not reached, no time left in this call")
-    call.record(name, "not reached", 0, f"no time left in call {call.number}")
-    return False
-  return True
-
-
-def run_stage(call: Call, stage: Stage) -> None:
-  """Runs the stage's command; records it done, unfinished, skipped or failed."""
-  name = stage.name
-  call.say(f"=== stage {name}")
-  call.stage, call.stage_log = name, call.runs / "logs" / f"{name}.log"
-  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-  call.log(f"=== call {call.number}, {now}")
-  first = call.stage_log.stat().st_size
-  begin = time.time()
-  try:
-    stage.command(call, stage)
-  except Unfinished:
-    call.record(name, "unfinished", int(time.time() - begin),
-                f"stopped at the end of call {call.number}; the next call goes on")
-    call.say(f"{name}: unfinished, the next call goes on")
-  except Skipped as skipped:
-    call.record(name, "skipped", int(time.time() - begin), str(skipped))
-    call.say(f"{name}: skipped in this call")
-  except Exception as error:  # pylint: disable=broad-except  # a fault here fails this stage only
-    if not isinstance(error, Failed):
-      call.note(traceback.format_exc().rstrip())
-    record_failure(call, stage, int(time.time() - begin), first)
-  else:
-    (call.runs / f"{name}.done").touch()
-    call.record(name, "done", int(time.time() - begin), "")
-    call.say(f"{name}: done in {int(time.time() - begin)} s")
-  call.stage, call.stage_log = "", None
-
-
-def record_failure(call: Call, stage: Stage, seconds: int, first: int) -> None:
-  """RUNS/STAGE.failed from this attempt's lines of the stage's log; the call goes on."""
-  with open(call.stage_log, encoding="utf-8", errors="replace") as log:
-    log.seek(first)
-    attempt = log.read().splitlines()
-  failure = gpu_call.failure_record(stage.name, attempt)
-  (call.runs / f"{stage.name}.failed").write_text(failure, encoding="utf-8")
-  call.record(stage.name, "failed", seconds, failure.splitlines()[0])
-  call.failed.append(stage.name)
-  call.say(f"{stage.name}: FAILED after {seconds} s; the call goes on")
-
-
 def child_env(machine: Machine, runs: pathlib.Path) -> dict[str, str]:
   """The commands' environment: compiled programs kept between the calls of a lease."""
   env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -505,10 +435,7 @@ def run_call(call: Call, options: argparse.Namespace) -> int:
   try:
     announce(call, options)
     if gpu_call.setup(call):
-      stages = {stage.name: stage for stage in STAGES}
-      for name in options.order:
-        if ready(call, stages[name], options.named):
-          run_stage(call, stages[name])
+      gpu_call.run_stages(call, list(STAGES), options.order, options.named)
     else:
       call.record("setup", "failed", 0, "the Python environment cannot run polyflax "
                   "(see gpu_runs.log)")
