@@ -1,8 +1,8 @@
 """tcmalloc as the process's allocator, where it is installed: re-executes under LD_PRELOAD.
 
 Under glibc's malloc, XLA's CPU runtime maps and unmaps its buffers at every
-step; tcmalloc keeps them. On a 2-core CPU the training bench ran 349 -> 487
-examples/s with it (README, "Memory allocator"). The allocator is chosen when
+step; tcmalloc keeps them, and training runs faster on a CPU
+(docs/install.md, "Memory allocator"). The allocator is chosen when
 a process starts, so the only way to switch is to start again: `use_tcmalloc`
 re-executes the same command line with tcmalloc prepended to LD_PRELOAD, as
 the CPU launchers of other frameworks do. It must run before anything has
