@@ -28,7 +28,7 @@ import os
 
 import ml_collections
 
-from polyflax import checkpoints
+from polyflax import checkpoint_error
 from polyflax import fileio
 from polyflax import vocab as vocab_lib
 
@@ -85,8 +85,8 @@ def read_run_config(workdir: str) -> dict | None:
     if not isinstance(saved, dict) or not isinstance(saved.get("model", {}), dict):
       raise ValueError("not a config object")
   except (OSError, ValueError) as error:  # ValueError: bad JSON, not UTF-8
-    raise checkpoints.CheckpointError(
-        f"cannot read the run's config {path}: {checkpoints.one_line(error)}") from error
+    raise checkpoint_error.CheckpointError(
+        f"cannot read the run's config {path}: {checkpoint_error.one_line(error)}") from error
   return saved
 
 
@@ -125,10 +125,10 @@ def load_vocab(workdir: str) -> vocab_lib.Vocab:
   try:
     saved = vocab_lib.Vocab.load(path)
   except (OSError, ValueError) as error:  # ValueError: bad JSON, bad tokens, not UTF-8
-    raise checkpoints.CheckpointError(
-        f"cannot read the vocabulary {path}: {checkpoints.one_line(error)}") from error
+    raise checkpoint_error.CheckpointError(
+        f"cannot read the vocabulary {path}: {checkpoint_error.one_line(error)}") from error
   if saved.tokens != default.tokens:
-    raise checkpoints.CheckpointError(
+    raise checkpoint_error.CheckpointError(
         f"vocabulary {path} does not match this version's vocabulary: "
         f"{_vocab_difference(saved, default)}; its checkpoints encode tokens differently")
   return saved
