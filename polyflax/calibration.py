@@ -4,11 +4,10 @@ Decoding gives every answer a confidence (`decode.py`: the lowest
 probability the model gave any token it chose). A model's threshold is
 calibrated on lines it never trained on, the generated validation split
 (never on real lines): `choose_threshold` fits the share of wrong answers as
-a function of the confidence that never rises as the confidence rises
-(pool-adjacent-violators), and returns the lowest confidence at which that
-share is at most `MAX_ERROR_RATE`. An answer whose confidence is below the
-threshold is flagged (`is_flagged`): among answers that unsure, more than 1
-in 100 were wrong. Export stores the threshold and what it was measured on
+a logistic function of log(1 - confidence) (`fit_error_rate`) and returns
+the confidence at which the fitted share falls to `MAX_ERROR_RATE`. An
+answer whose confidence is below the threshold is flagged (`is_flagged`):
+answers that unsure are wrong more than 1 time in 100. Export stores the threshold and what it was measured on
 in the model card (`card_entry`; `threshold_of_card` reads it back).
 
 Everything here is pure Python and numpy over (confidence, correct) lists:
@@ -26,6 +25,12 @@ import numpy as np
 MAX_ERROR_RATE = 0.01
 # What the confidence is (recorded in the card beside the threshold).
 MEASURE = "lowest probability of a chosen token"
+# The smallest 1 - confidence the fit tells apart (float32 confidences round
+# to 1 within about 6e-8 of it).
+MIN_DOUBT = 1e-7
+# The ridge penalty of the logistic fit: negligible beside thousands of
+# answers, it keeps the fit finite when the data alone would not.
+RIDGE = 1e-3
 # Edges of the confidence bins of `bin_figures`; the bins are [0, 0.5),
 # [0.5, 0.9), ..., [0.9999, 1]: a confident model's answers crowd near 1.
 BIN_EDGES = (0.5, 0.9, 0.99, 0.999, 0.9999)
@@ -33,57 +38,79 @@ BIN_EDGES = (0.5, 0.9, 0.99, 0.999, 0.9999)
 CARD_KEY = "calibration"
 
 
-def error_rate_steps(confidences: Sequence[float],
-                     correct: Sequence[bool]) -> list[tuple[float, float, int]]:
-  """The share of wrong answers, fitted to fall (or stay) as the confidence rises.
+def _features(confidences: np.ndarray) -> np.ndarray:
+  """log(1 - confidence), with 1 - confidence at least `MIN_DOUBT` (float32 rounds to 1)."""
+  return np.log(np.maximum(1.0 - confidences, MIN_DOUBT))
 
-  Pool-adjacent-violators over the distinct confidences, highest first: a
-  run of confidences where a more confident stretch was wrong more often
-  than a less confident one is pooled into one step.
 
-  Returns:
-    Steps (lowest confidence of the step, share wrong, answers), in order
-    of rising confidence; their shares never rise. Empty for no answers.
-  """
+def _checked(confidences: Sequence[float],
+             correct: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+  """(confidences as float64, wrong as bool), checked to pair up and hold no NaN."""
   confidences = np.asarray(confidences, np.float64)
   wrong = ~np.asarray(correct, bool)
   if confidences.shape != wrong.shape:
     raise ValueError(f"{confidences.size} confidences but {wrong.size} correct flags")
   if np.isnan(confidences).any():
     raise ValueError("a confidence is NaN")
-  values, inverse = np.unique(confidences, return_inverse=True)
-  wrong_per_value = np.bincount(inverse, weights=wrong, minlength=len(values))
-  answers_per_value = np.bincount(inverse, minlength=len(values))
-  blocks: list[list] = []  # [lowest confidence, wrong, answers], highest confidence first
-  for value, block_wrong, answers in zip(values[::-1], wrong_per_value[::-1],
-                                         answers_per_value[::-1]):
-    blocks.append([float(value), float(block_wrong), int(answers)])
-    # Going down in confidence, the share wrong may only rise.
-    while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] > blocks[-1][1] / blocks[-1][2]:
-      low, block_wrong, answers = blocks.pop()
-      blocks[-1] = [low, blocks[-1][1] + block_wrong, blocks[-1][2] + answers]
-  return [(low, block_wrong / answers, answers) for low, block_wrong, answers in blocks[::-1]]
+  return confidences, wrong
+
+
+def fit_error_rate(confidences: Sequence[float], correct: Sequence[bool]) -> tuple[float, float]:
+  """(intercept, slope) of the share wrong as a logistic function of log(1 - confidence).
+
+  The maximum-likelihood fit (Newton's method), with a slight ridge penalty
+  (`RIDGE`) that keeps it finite when the confidence separates the wrong
+  answers from the right ones exactly, or when none or all are wrong.
+  """
+  confidences, wrong = _checked(confidences, correct)
+  features = np.stack([np.ones_like(confidences), _features(confidences)], axis=1)
+  coefficients = np.zeros(2)
+  for _ in range(100):
+    fitted = 1.0 / (1.0 + np.exp(-np.clip(features @ coefficients, -500, 500)))
+    gradient = features.T @ (wrong - fitted) - RIDGE * coefficients
+    hessian = (features.T @ (features * (fitted * (1 - fitted))[:, None])
+               + RIDGE * np.eye(2))
+    step = np.linalg.solve(hessian, gradient)
+    coefficients += step
+    if np.abs(step).max() < 1e-9:
+      break
+  return float(coefficients[0]), float(coefficients[1])
+
+
+def fitted_error_rate(confidence: float, fit: tuple[float, float]) -> float:
+  """The share wrong that `fit` (of `fit_error_rate`) gives answers of `confidence`."""
+  intercept, slope = fit
+  z = intercept + slope * float(_features(np.asarray(confidence, np.float64)))
+  return 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
 
 
 def choose_threshold(confidences: Sequence[float], correct: Sequence[bool],
                      max_error_rate: float = MAX_ERROR_RATE) -> float:
   """The confidence below which the fitted share of wrong answers exceeds `max_error_rate`.
 
-  The lowest confidence of the first step of `error_rate_steps` whose share
-  is at most `max_error_rate`, so an answer less sure than every answer
-  measured is flagged too; 1.0 when every step's share is higher (every
-  answer short of certain is flagged).
+  The share wrong is fitted as a logistic function of log(1 - confidence)
+  (`fit_error_rate`): a smooth curve learns from every wrong answer, where
+  a step function would put the threshold at the most confident wrong
+  answer of the sample. Without a wrong answer, the lowest confidence
+  measured (only less sure answers are flagged); when the fit does not fall
+  as the confidence rises (every answer wrong, or the confidence tells
+  nothing), 1.0 if the share wrong exceeds `max_error_rate` (every answer
+  short of certain is flagged), else the lowest confidence measured.
 
   Raises:
     ValueError: for no answers, lengths that differ, or a NaN confidence.
   """
-  steps = error_rate_steps(confidences, correct)
-  if not steps:
+  confidences, wrong = _checked(confidences, correct)
+  if not confidences.size:
     raise ValueError("no answers to calibrate on")
-  for low, share_wrong, _ in steps:
-    if share_wrong <= max_error_rate:
-      return low
-  return 1.0
+  if not wrong.any():
+    return float(confidences.min())
+  intercept, slope = fit_error_rate(confidences, ~wrong)
+  if wrong.all() or slope <= 0:
+    return 1.0 if wrong.mean() > max_error_rate else float(confidences.min())
+  # intercept + slope * log(1 - t) = logit(max_error_rate)
+  log_doubt = (math.log(max_error_rate / (1 - max_error_rate)) - intercept) / slope
+  return float(min(max(1.0 - math.exp(min(log_doubt, 0.0)), 0.0), 1.0))
 
 
 def is_flagged(confidence: float, threshold: float | None) -> bool:
@@ -140,7 +167,10 @@ def card_entry(confidences: Sequence[float], correct: Sequence[bool], *, data: s
   """The model card's record of a calibration on `data` (a description of the lines)."""
   threshold = choose_threshold(confidences, correct)
   figures = flag_figures(confidences, correct, threshold)
+  intercept, slope = fit_error_rate(confidences, correct)
   return {"threshold": threshold, "measure": MEASURE, "max_error_rate": MAX_ERROR_RATE,
+          "fit": {"intercept": intercept, "slope": slope,
+                  "of": "logit(share wrong) = intercept + slope * log(1 - confidence)"},
           "data": data, **{name: figures[name] for name in ("lines", "wrong", "flagged",
                                                            "wrong_flagged")},
           "beam_size": int(beam_size), "length_penalty": float(length_penalty),

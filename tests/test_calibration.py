@@ -23,59 +23,82 @@ def answers(*groups):
   return np.asarray(confidences)[order], np.asarray(correct)[order]
 
 
-def test_the_threshold_is_where_the_share_wrong_falls_to_one_in_a_hundred():
-  confidences, correct = answers((0.1, 10, 5), (0.5, 100, 3), (0.9, 1000, 5), (0.99, 10_000, 1))
-  # 50%, 3%, then 0.5%: answers below 0.9 are flagged.
-  assert calibration.choose_threshold(confidences, correct) == 0.9
-  assert calibration.choose_threshold(confidences, correct, max_error_rate=0.04) == 0.5
-  assert calibration.choose_threshold(confidences, correct, max_error_rate=0.001) == 0.99
-  figures = calibration.flag_figures(confidences, correct, 0.9)
-  assert figures == {"lines": 11_110, "wrong": 14, "flagged": 110, "flagged_share": 110 / 11_110,
-                     "wrong_flagged": 8, "wrong_flagged_share": 8 / 14}
+def logistic_answers(size, intercept, slope, seed=0, unsure_share=None):
+  """Answers whose share wrong is logistic in log(1 - confidence), as `fit_error_rate` fits it.
+
+  1 - confidence is log-uniform from 1e-6 to 0.89, or with `unsure_share`,
+  from 1e-6 to 0.01 but for that share of the answers (a trained model's).
+  """
+  rng = np.random.default_rng(seed)
+  doubt = 10.0 ** rng.uniform(-6, -0.05, size)  # 1 - confidence
+  if unsure_share is not None:
+    sure = rng.random(size) >= unsure_share
+    doubt[sure] = 10.0 ** rng.uniform(-6, -2, sure.sum())
+  wrong = rng.random(size) < 1 / (1 + np.exp(-(intercept + slope * np.log(doubt))))
+  return 1 - doubt, ~wrong
 
 
-def test_a_share_of_exactly_one_in_a_hundred_is_not_flagged():
-  confidences, correct = answers((0.2, 10, 10), (0.7, 100, 1), (0.8, 100, 0))
-  assert calibration.choose_threshold(confidences, correct) == 0.7
+def true_threshold(intercept, slope, max_error_rate=0.01):
+  return 1 - math.exp((math.log(max_error_rate / (1 - max_error_rate)) - intercept) / slope)
 
 
-def test_a_less_confident_stretch_that_was_right_is_pooled_with_the_wrong_one_above_it():
-  # 0.3 was never wrong, 0.4 was wrong 5 times in 100: the share wrong cannot
-  # fall as the confidence falls, so the two are one step of 5 in 200 (2.5%),
-  # and both are flagged. Taken alone, 0.3 would end the flagged answers.
-  confidences, correct = answers((0.3, 100, 0), (0.4, 100, 5), (0.95, 1000, 0))
-  assert calibration.error_rate_steps(confidences, correct) == [(0.3, 0.025, 200),
-                                                                (0.95, 0.0, 1000)]
-  assert calibration.choose_threshold(confidences, correct) == 0.95
+@pytest.mark.parametrize("intercept, slope", [(1.0, 2.0), (-1.0, 1.0), (3.0, 1.5)])
+def test_the_threshold_is_where_the_fitted_share_wrong_falls_to_one_in_a_hundred(intercept,
+                                                                                 slope):
+  confidences, correct = logistic_answers(200_000, intercept, slope)
+  fit = calibration.fit_error_rate(confidences, correct)
+  assert fit == pytest.approx((intercept, slope), rel=0.1, abs=0.1)
+  threshold = calibration.choose_threshold(confidences, correct)
+  assert threshold == pytest.approx(true_threshold(intercept, slope), abs=0.01)
+  assert calibration.fitted_error_rate(threshold, fit) == pytest.approx(0.01, rel=1e-6)
+  # Answers below it were wrong more than 1 time in 100, those above less.
+  below, above = confidences < threshold, confidences >= threshold
+  assert (~correct[below]).mean() > 0.01 > (~correct[above]).mean()
+  # A stricter rate doubts more answers.
+  assert calibration.choose_threshold(confidences, correct, max_error_rate=0.001) > threshold
+  assert calibration.choose_threshold(confidences, correct, max_error_rate=0.1) < threshold
 
 
-def test_the_fitted_share_never_rises_with_the_confidence():
-  rng = np.random.default_rng(1)
-  confidences = rng.random(2000) ** 0.2
-  correct = rng.random(2000) < confidences  # more often right when more confident
-  steps = calibration.error_rate_steps(confidences, correct)
-  shares = [share for _, share, _ in steps]
-  assert shares == sorted(shares, reverse=True)
-  assert sum(count for _, _, count in steps) == 2000
-  assert [low for low, _, _ in steps] == sorted(low for low, _, _ in steps)
-  # Each step's share is the share of wrong answers among its answers.
-  highs = [low for low, _, _ in steps[1:]] + [math.inf]
-  for (low, share, count), high in zip(steps, highs):
-    inside = (confidences >= low) & (confidences < high)
-    assert inside.sum() == count
-    assert share == pytest.approx(1 - correct[inside].mean())
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_a_few_wrong_answers_among_many_sure_ones_still_find_the_threshold(seed):
+  # As a well trained model's validation: about 15 wrong in 40,000, nearly
+  # all answers sure. The curve learns from every wrong answer.
+  confidences, correct = logistic_answers(40_000, 1.0, 2.0, seed=seed, unsure_share=0.01)
+  assert 5 <= (~correct).sum() <= 40
+  threshold = calibration.choose_threshold(confidences, correct)
+  assert threshold == pytest.approx(true_threshold(1.0, 2.0), abs=0.06)
+  assert calibration.flag_figures(confidences, correct, threshold)["flagged_share"] < 0.01
 
 
-def test_extremes_all_wrong_none_wrong_and_bad_input():
+def test_wrong_answers_apart_from_right_ones_are_all_flagged_and_nothing_else():
+  confidences, correct = answers((0.3, 10, 10), (0.5, 10, 10), (0.99, 1000, 0), (0.999, 1000, 0))
+  threshold = calibration.choose_threshold(confidences, correct)
+  assert 0.5 < threshold < 0.99
+
+
+def test_extremes_all_wrong_none_wrong_no_trend_and_bad_input():
   assert calibration.choose_threshold([0.2, 0.5, 0.6], [False, False, False]) == 1.0
   # Nothing wrong: only an answer less sure than every one measured is flagged.
   assert calibration.choose_threshold([0.7, 0.9, 0.8], [True, True, True]) == 0.7
+  # Wrong only when most confident: the confidence tells nothing of errors.
+  confidences, correct = answers((0.5, 100, 0), (0.999, 100, 5))
+  assert calibration.fit_error_rate(confidences, correct)[1] <= 0
+  assert calibration.choose_threshold(confidences, correct) == 1.0  # 2.5% wrong in all
+  confidences, correct = answers((0.5, 1000, 0), (0.999, 1000, 5))
+  assert calibration.choose_threshold(confidences, correct) == 0.5  # 0.25% wrong in all
   with pytest.raises(ValueError, match="no answers"):
     calibration.choose_threshold([], [])
   with pytest.raises(ValueError, match="2 confidences but 1"):
     calibration.choose_threshold([0.5, 0.6], [True])
   with pytest.raises(ValueError, match="NaN"):
     calibration.choose_threshold([0.5, math.nan], [True, True])
+
+
+def test_flag_figures_count_what_a_threshold_flags():
+  confidences, correct = answers((0.1, 10, 5), (0.5, 100, 3), (0.9, 1000, 5), (0.99, 10_000, 1))
+  figures = calibration.flag_figures(confidences, correct, 0.9)
+  assert figures == {"lines": 11_110, "wrong": 14, "flagged": 110, "flagged_share": 110 / 11_110,
+                     "wrong_flagged": 8, "wrong_flagged_share": 8 / 14}
 
 
 def test_flags_need_a_threshold_and_a_confidence():
@@ -95,14 +118,18 @@ def test_bins_count_answers_and_wrong_ones_from_0_to_1():
 
 
 def test_the_card_entry_and_reading_it_back():
-  confidences, correct = answers((0.5, 100, 10), (0.99, 1000, 1))
+  confidences, correct = answers((0.5, 100, 10), (0.9, 1000, 5), (0.999, 1000, 1))
   entry = calibration.card_entry(confidences, correct, data="inputs/val_set.txt", beam_size=1,
                                  length_penalty=0.6, calibrated_at="2026-12-03T10:00:00+00:00")
-  assert entry["threshold"] == 0.99
+  threshold = calibration.choose_threshold(confidences, correct)
+  # 10% wrong at 0.5, 0.5% at 0.9: 1% falls between.
+  assert 0.5 < threshold < 0.9 and entry["threshold"] == threshold
   assert (entry["lines"], entry["wrong"], entry["flagged"], entry["wrong_flagged"]) == (
-      1100, 11, 100, 10)
+      2100, 16, 100, 10)
   assert entry["measure"] == calibration.MEASURE and entry["max_error_rate"] == 0.01
-  assert calibration.threshold_of_card({calibration.CARD_KEY: entry}) == 0.99
+  assert (entry["fit"]["intercept"], entry["fit"]["slope"]) == calibration.fit_error_rate(
+      confidences, correct)
+  assert calibration.threshold_of_card({calibration.CARD_KEY: entry}) == threshold
   assert calibration.threshold_of_card({}) is None
   for bad in ({"threshold": 1.5}, {"threshold": "0.9"}, {}, 0.9):
     with pytest.raises(ValueError, match="no threshold in"):
