@@ -7,6 +7,16 @@ per sequence through the decoder and appends its keys and values to the
 cache. `recompute_greedy_decode` is the reference's method (the whole prefix
 through the decoder at every step), kept for tests and benchmarks.
 
+With `with_confidence=True` greedy and beam search also return each
+sequence's confidence: the lowest probability the model gave any token it
+chose, eos included (`chosen_probability`: the probability among the tokens
+decoding may choose, padding and bos ruled out). A wrong answer almost
+always has one token the model was unsure of: on the validation split this
+flags errors as well as the probability of the whole sequence or the margin
+over the runner-up token do (docs/results.md), and it does not depend on
+the answer's length. The threshold below which an answer is doubted is
+calibrated per model (`calibration.py`).
+
 All functions are pure over (graphdef, params) so they can be jit-compiled
 with the model state replicated and the batch sharded over the mesh.
 """
@@ -15,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -37,15 +47,24 @@ def _never_pad_or_bos(logits: jax.Array) -> jax.Array:
   return jnp.where((vocab == PAD_ID) | (vocab == BOS_ID), NEG_INF, logits.astype(jnp.float32))
 
 
-def greedy_decode(graphdef, params, inputs: jax.Array, *, max_len: int) -> jax.Array:
+def chosen_probability(log_probs: jax.Array, chosen: jax.Array) -> jax.Array:
+  """The probability of each `chosen` token [...] under `log_probs` [..., V]."""
+  return jnp.exp(jnp.take_along_axis(log_probs, chosen[..., None], axis=-1)[..., 0])
+
+
+def greedy_decode(graphdef, params, inputs: jax.Array, *, max_len: int,
+                  with_confidence: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Greedy decoding with a key/value cache.
 
   Args:
     graphdef, params: the split model.
     inputs: [B, S] source tokens (rows of all zeros are padding and end at once).
     max_len: most tokens to generate, eos included.
+    with_confidence: also return each row's confidence.
   Returns:
-    [B, max_len] int32 tokens: the output, eos, then zeros.
+    [B, max_len] int32 tokens: the output, eos, then zeros; with
+    `with_confidence`, also [B] float32: the lowest probability of a token
+    chosen (1 for a padding row; see the module docstring).
   """
   model = nnx.merge(graphdef, params)
   batch_size = inputs.shape[0]
@@ -56,6 +75,7 @@ def greedy_decode(graphdef, params, inputs: jax.Array, *, max_len: int) -> jax.A
       tokens=jnp.zeros((batch_size, max_len), jnp.int32),
       current=jnp.full((batch_size,), BOS_ID, jnp.int32),
       finished=inputs[:, 0] == PAD_ID,
+      confidence=jnp.ones((batch_size,), jnp.float32),
       cache=model.init_cache(batch_size, max_len),
   )
 
@@ -65,14 +85,20 @@ def greedy_decode(graphdef, params, inputs: jax.Array, *, max_len: int) -> jax.A
   def body(state):
     logits, cache = model.decode_step(state["current"], state["index"], state["cache"],
                                       cross_kv, inputs)
-    chosen = jnp.argmax(_never_pad_or_bos(logits), axis=-1).astype(jnp.int32)
+    logits = _never_pad_or_bos(logits)
+    chosen = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    probability = chosen_probability(jax.nn.log_softmax(logits), chosen)
+    confidence = jnp.where(state["finished"], state["confidence"],
+                           jnp.minimum(state["confidence"], probability))
     chosen = jnp.where(state["finished"], PAD_ID, chosen)
     tokens = jax.lax.dynamic_update_slice_in_dim(state["tokens"], chosen[:, None],
                                                  state["index"], axis=1)
     return dict(index=state["index"] + 1, tokens=tokens, current=chosen,
-                finished=state["finished"] | (chosen == EOS_ID), cache=cache)
+                finished=state["finished"] | (chosen == EOS_ID), confidence=confidence,
+                cache=cache)
 
-  return jax.lax.while_loop(cond, body, init)["tokens"]
+  final = jax.lax.while_loop(cond, body, init)
+  return (final["tokens"], final["confidence"]) if with_confidence else final["tokens"]
 
 
 def recompute_greedy_decode(graphdef, params, inputs: jax.Array, *, max_len: int) -> jax.Array:
@@ -114,11 +140,15 @@ def length_penalty(length: jax.Array, alpha: float) -> jax.Array:
 
 
 def beam_search(graphdef, params, inputs: jax.Array, *, max_len: int, beam_size: int,
-                alpha: float = 0.6) -> jax.Array:
+                alpha: float = 0.6,
+                with_confidence: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Beam search with a key/value cache; returns the best beam, [B, max_len] int32.
 
   Beams compete on log-probability divided by `length_penalty`; an ended beam
   keeps its score and competes with the live ones until every beam has ended.
+  With `with_confidence`, also returns the best beam's confidence [B] float32:
+  the lowest probability the model gave a token of that beam (as
+  `greedy_decode`'s, not length-penalised).
   """
   model = nnx.merge(graphdef, params)
   batch_size, beams = inputs.shape[0], beam_size
@@ -134,6 +164,7 @@ def beam_search(graphdef, params, inputs: jax.Array, *, max_len: int, beam_size:
       log_probs=jnp.tile(first_scores[None], (batch_size, 1)),
       lengths=jnp.zeros((batch_size, beams), jnp.int32),
       finished=jnp.tile((inputs[:, 0] == PAD_ID)[:, None], (1, beams)),
+      confidence=jnp.ones((batch_size, beams), jnp.float32),
       current=jnp.full((flat,), BOS_ID, jnp.int32),
       cache=model.init_cache(flat, max_len),
   )
@@ -162,12 +193,16 @@ def beam_search(graphdef, params, inputs: jax.Array, *, max_len: int, beam_size:
     flat_origin = (origin + jnp.arange(batch_size)[:, None] * beams).reshape(-1)
     cache = jax.tree.map(lambda x: x[flat_origin], cache)
     was_finished = gather(finished)
+    # An ended beam's padding has probability 1, so its confidence stays.
+    probability = jnp.exp(jnp.take_along_axis(step_log_probs.reshape(batch_size, -1), top,
+                                              axis=1))
     return dict(
         index=state["index"] + 1,
         tokens=tokens,
         log_probs=jnp.take_along_axis(candidate_log_probs.reshape(batch_size, -1), top, axis=1),
         lengths=gather(candidate_lengths),
         finished=was_finished | (chosen == EOS_ID),
+        confidence=jnp.minimum(gather(state["confidence"]), probability),
         current=chosen.reshape(-1),
         cache=cache,
     )
@@ -175,7 +210,26 @@ def beam_search(graphdef, params, inputs: jax.Array, *, max_len: int, beam_size:
   final = jax.lax.while_loop(cond, body, init)
   scores = final["log_probs"] / length_penalty(final["lengths"], alpha)
   best = jnp.argmax(scores, axis=1)
-  return jnp.take_along_axis(final["tokens"], best[:, None, None], axis=1)[:, 0]
+  tokens = jnp.take_along_axis(final["tokens"], best[:, None, None], axis=1)[:, 0]
+  if not with_confidence:
+    return tokens
+  return tokens, jnp.take_along_axis(final["confidence"], best[:, None], axis=1)[:, 0]
+
+
+class Decoded(NamedTuple):
+  """Decoded rows, in the order of the source rows."""
+  texts: list[str]
+  confidences: np.ndarray  # [N] float32: each row's confidence (see the module docstring)
+
+
+def _with_unknown_confidence(decode_fn: Callable) -> Callable:
+  """`decode_fn`, which returns tokens alone, returning NaN confidences beside them."""
+
+  def decode_without_confidence(graphdef, params, inputs):
+    tokens = decode_fn(graphdef, params, inputs)
+    return tokens, jnp.full(tokens.shape[:1], jnp.nan, jnp.float32)
+
+  return decode_without_confidence
 
 
 class Decoder:
@@ -204,16 +258,18 @@ class Decoder:
       length_penalty: beam search's alpha (see `length_penalty`).
       decode_fn: replaces greedy/beam search: a pure function
         (graphdef, params, inputs) -> [B, max_len] tokens (benchmarks pass
-        `recompute_greedy_decode`).
+        `recompute_greedy_decode`); its confidences are then NaN.
     """
     self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
     self.max_len = max_len
     self.batching = batching
     if decode_fn is None and beam_size > 1:
       decode_fn = functools.partial(beam_search, max_len=max_len, beam_size=beam_size,
-                                    alpha=length_penalty)
+                                    alpha=length_penalty, with_confidence=True)
     elif decode_fn is None:
-      decode_fn = functools.partial(greedy_decode, max_len=max_len)
+      decode_fn = functools.partial(greedy_decode, max_len=max_len, with_confidence=True)
+    else:
+      decode_fn = _with_unknown_confidence(decode_fn)
     replicated = sharding.replicated(mesh)
     batch_sharded = sharding.batch_sharded(mesh)
     self._decode = jax.jit(decode_fn, static_argnums=0, in_shardings=(replicated, batch_sharded),
@@ -247,8 +303,8 @@ class Decoder:
                                     batch_size=self.fitted_batch_size(source_ids, batch_size),
                                     batching=self.batching)
 
-  def _dispatch(self, inputs: np.ndarray, params) -> jax.Array:
-    """Starts decoding a local batch [b, S]; returns the (global, sharded) output at once."""
+  def _dispatch(self, inputs: np.ndarray, params) -> tuple[jax.Array, jax.Array]:
+    """Starts decoding a local batch [b, S]; returns the (global, sharded) tokens and confidences."""
     global_inputs = sharding.put_batch({"inputs": inputs}, self.mesh)["inputs"]
     return self._decode(self.graphdef, self.params if params is None else params, global_inputs)
 
@@ -261,7 +317,7 @@ class Decoder:
 
     `params` replaces the restored parameters (validation during training).
     """
-    return self._gather(self._dispatch(inputs, params))
+    return self._gather(self._dispatch(inputs, params)[0])
 
   def warm_up(self, source_ids: np.ndarray, *, batch_size: int, params=None) -> float:
     """Compiles every batch shape that decoding `source_ids` will use; returns the seconds.
@@ -275,46 +331,64 @@ class Decoder:
                             self.batches(source_ids, batch_size).layout.shapes)
     return time.perf_counter() - start
 
-  def decode_ids(self, source_ids: np.ndarray, *, batch_size: int,
-                 progress: bool = False, params=None) -> list[str]:
-    """Decodes every row of `source_ids` [N, S]; returns N strings in row order.
+  def decode_ids_with_confidence(self, source_ids: np.ndarray, *, batch_size: int,
+                                 progress: bool = False, params=None) -> Decoded:
+    """Decodes every row of `source_ids` [N, S]; returns N strings and confidences in row order.
 
-    Every process must call it with the same rows; each returns all N strings.
+    Every process must call it with the same rows; each returns all N rows.
     The next batch is dispatched before the previous one is read back, so the
     device works while the host turns ids into text.
     """
     batches = self.batches(source_ids, batch_size)
     outputs: list[str | None] = [None] * len(source_ids)
+    confidences = np.full(len(source_ids), np.nan, np.float32)
     bar = None
     if progress and jax.process_index() == 0:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       bar = tqdm(total=len(source_ids), desc="decode", unit="seq", dynamic_ncols=True)
 
-    def collect(tokens: jax.Array, local_index: np.ndarray) -> None:
+    def collect(decoded: tuple[jax.Array, jax.Array], local_index: np.ndarray) -> None:
       # The row numbers travel the same way as the tokens, so they line up.
       global_index = self._gather(sharding.put_batch({"index": local_index}, self.mesh)["index"])
       real = global_index >= 0
-      for row, ids in zip(global_index[real], self._gather(tokens)[real]):
+      tokens, confidence = (self._gather(array)[real] for array in decoded)
+      for row, ids in zip(global_index[real], tokens):
         outputs[row] = self.vocab.decode(ids)
+      confidences[global_index[real]] = confidence
       if bar is not None:
         bar.update(int(real.sum()))
 
     pending = None
     try:
       for batch in batches:
-        tokens = self._dispatch(batch["inputs"], params)
+        decoded = self._dispatch(batch["inputs"], params)
         if pending is not None:
           collect(*pending)
-        pending = (tokens, batch["index"])
+        pending = (decoded, batch["index"])
       if pending is not None:
         collect(*pending)
     finally:
       if bar is not None:
         bar.close()
-    return outputs  # type: ignore[return-value]
+    return Decoded(outputs, confidences)  # type: ignore[arg-type]
+
+  def decode_ids(self, source_ids: np.ndarray, *, batch_size: int,
+                 progress: bool = False, params=None) -> list[str]:
+    """Decodes every row of `source_ids` [N, S]; returns N strings in row order.
+
+    As `decode_ids_with_confidence`, without the confidences.
+    """
+    return self.decode_ids_with_confidence(source_ids, batch_size=batch_size, progress=progress,
+                                           params=params).texts
+
+  def decode_texts_with_confidence(self, sources: Sequence[str], *, batch_size: int,
+                                   progress: bool = False) -> Decoded:
+    """Decodes factored strings (each already checked to fit the vocabulary), with confidences."""
+    ids = self.vocab.encode_batch(list(sources), self.max_len)
+    return self.decode_ids_with_confidence(ids, batch_size=batch_size, progress=progress)
 
   def decode_texts(self, sources: Sequence[str], *, batch_size: int,
                    progress: bool = False) -> list[str]:
     """Decodes factored strings (each already checked to fit the vocabulary)."""
-    ids = self.vocab.encode_batch(list(sources), self.max_len)
-    return self.decode_ids(ids, batch_size=batch_size, progress=progress)
+    return self.decode_texts_with_confidence(sources, batch_size=batch_size,
+                                             progress=progress).texts

@@ -3,7 +3,9 @@
 `evaluate_workdir` restores the parameters of a run's best checkpoint (or of
 an exported model folder), decodes a file of `factored=expanded` lines with
 the cached decoder (greedy or beam), scores them with `scoring.score`,
-prints a few examples and the score as the reference did, and writes the
+prints a few examples, a table of the score by row group, exact match by
+confidence and what the model's confidence threshold flags
+(`calibration.py`), and the score as the reference did, and writes the
 predictions, `metrics.json` and a TensorBoard event file.
 """
 
@@ -20,6 +22,7 @@ import jax
 import ml_collections
 import tqdm
 
+from polyflax import calibration
 from polyflax import compile_cache
 from polyflax import config_checks
 from polyflax import data as data_lib
@@ -119,13 +122,17 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"compiling the decoder (compilation cache: {compile_cache.location()})", flush=True)
   compile_seconds = decoder.warm_up(source_ids, batch_size=eval_cfg.batch_size)
   start = time.perf_counter()
-  predictions = decoder.decode_ids(source_ids, batch_size=eval_cfg.batch_size, progress=True)
+  predictions, confidences = decoder.decode_ids_with_confidence(
+      source_ids, batch_size=eval_cfg.batch_size, progress=True)
   decode_seconds = time.perf_counter() - start
 
   trained_on, seen_lines = _training_lines(run_config, model.record, pairs)
   if seen_lines is None and is_main:
     print(f"{trained_on}: no seen/unseen figures", file=sys.stderr)
   metrics = scoring.score(pairs, predictions, seen_lines)
+  metrics.update(confidence_metrics(confidences, [predicted == expanded for predicted, (_, expanded)
+                                                  in zip(predictions, pairs)],
+                                    model.confidence_threshold))
   metrics.update(
       compile_seconds=compile_seconds,
       decode_seconds=decode_seconds,
@@ -144,7 +151,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   output_dir = eval_cfg.output_dir or default_output_dir(workdir)
   os.makedirs(output_dir, exist_ok=True)
-  write_predictions(os.path.join(output_dir, "predictions.tsv"), pairs, predictions)
+  write_predictions(os.path.join(output_dir, "predictions.tsv"), pairs, predictions, confidences)
   with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
     json.dump(metrics, f, indent=2, sort_keys=True)
     f.write("\n")
@@ -175,14 +182,61 @@ def default_output_dir(workdir: str) -> str:
   return os.path.join(workdir, workdir_lib.EVAL_DIR)
 
 
+def confidence_metrics(confidences: Sequence[float], correct: Sequence[bool],
+                       threshold: float | None) -> dict:
+  """Exact match by confidence bin, and what `threshold` flags (the model's; None: none).
+
+  Returns:
+    `confidence_<bin>_lines`, `confidence_<bin>_wrong` and
+    `confidence_<bin>_exact_match` for each bin of `calibration.bin_figures`
+    that holds a line; `confidence_threshold`; with a threshold, `flagged`,
+    `flagged_share`, `wrong_flagged` and `wrong_flagged_share` of
+    `calibration.flag_figures`.
+  """
+  metrics: dict = {"confidence_threshold": threshold}
+  for label, lines, wrong in calibration.bin_figures(confidences, correct):
+    metrics.update({f"confidence_{label}_lines": lines, f"confidence_{label}_wrong": wrong,
+                    f"confidence_{label}_exact_match": 1 - wrong / lines})
+  if threshold is not None:
+    figures = calibration.flag_figures(confidences, correct, threshold)
+    metrics.update({name: figures[name] for name in ("flagged", "flagged_share", "wrong_flagged",
+                                                     "wrong_flagged_share")})
+  return metrics
+
+
+def _table(title: str, rows: Sequence[tuple[str, int, int]]) -> list[str]:
+  """Lines of a table: `title` and lines, wrong, exact match for each (name, lines, wrong) row."""
+  width = max([len(title)] + [len(name) for name, _, _ in rows])
+  lines = [f"{title:<{width}}  {'lines':>9}  {'wrong':>7}  exact match"]
+  for name, count, wrong in rows:
+    lines.append(f"{name:<{width}}  {count:>9,}  {wrong:>7,}  "
+                 f"{(count - wrong) / max(count, 1):>11.4f}")
+  return lines
+
+
 def _summary(metrics: dict) -> str:
-  """A few lines: equivalence, the score by group, what went wrong."""
+  """Equivalence, tables of the score by group and by confidence, the flags, the failures."""
   groups = sorted(name[len("num_examples_"):] for name in metrics
                   if name.startswith("num_examples_"))
-  lines = [f"algebraically equivalent: {metrics['equivalence']:.4f}",
-           "exact match by group: " + ", ".join(
-               f"{group} {metrics['exact_match_' + group]:.4f} "
-               f"({metrics['num_examples_' + group]:,})" for group in groups)]
+  lines = [f"algebraically equivalent: {metrics['equivalence']:.4f}"]
+  lines += _table("group", [("all", metrics["num_examples"], metrics["num_failures"])] + [
+      (group, metrics[f"num_examples_{group}"],
+       round(metrics[f"num_examples_{group}"] * (1 - metrics[f"exact_match_{group}"])))
+      for group in groups])
+  labels = [calibration.bin_label(index) for index in range(len(calibration.BIN_EDGES) + 1)]
+  bins = [(label, metrics[f"confidence_{label}_lines"], metrics[f"confidence_{label}_wrong"])
+          for label in labels if f"confidence_{label}_lines" in metrics]
+  if bins:
+    lines += _table("confidence", bins)
+  threshold = metrics.get("confidence_threshold")
+  if threshold is None and bins:
+    lines.append("no confidence threshold in the model's card: no answer flagged")
+  elif threshold is not None:
+    share_of_wrong = metrics["wrong_flagged_share"]
+    lines.append(f"confidence threshold {threshold:.6f} (the model's card) flags "
+                 f"{metrics['flagged']:,} answers ({metrics['flagged_share']:.2%} of all) and "
+                 f"{metrics['wrong_flagged']:,} of the {metrics['num_failures']:,} wrong ones"
+                 + ("" if share_of_wrong is None else f" ({share_of_wrong:.1%})"))
   failures = [f"{kind} {metrics['failures_' + kind]:,}" for kind in scoring.FAILURE_KINDS
               if metrics["failures_" + kind]]
   if failures:
@@ -191,12 +245,13 @@ def _summary(metrics: dict) -> str:
 
 
 def write_predictions(path: str, pairs: Sequence[tuple[str, str]],
-                      predictions: Sequence[str]) -> None:
-  """A TSV with a header: input, target, prediction, correct (1 or 0)."""
+                      predictions: Sequence[str], confidences: Sequence[float]) -> None:
+  """A TSV with a header: input, target, prediction, correct (1 or 0), confidence."""
   with open(path, "w", encoding="utf-8", newline="\n") as f:
-    f.write("input\ttarget\tprediction\tcorrect\n")
-    for (factored, expanded), predicted in zip(pairs, predictions):
-      f.write(f"{factored}\t{expanded}\t{predicted}\t{int(predicted == expanded)}\n")
+    f.write("input\ttarget\tprediction\tcorrect\tconfidence\n")
+    for (factored, expanded), predicted, confidence in zip(pairs, predictions, confidences):
+      f.write(f"{factored}\t{expanded}\t{predicted}\t{int(predicted == expanded)}\t"
+              f"{confidence:.6f}\n")
 
 
 def write_tensorboard(logdir: str, step: int, metrics: dict) -> None:

@@ -16,6 +16,11 @@ parameters) and nothing of the optimizer, the run's `config.json` and `vocab.jso
   validation_history  every validation of the run, to its latest checkpoint
                 (which may come after the exported step): step,
                 train_seconds, exact_match, loss (scripts/time_to_accuracy.py)
+  calibration   the confidence threshold below which an answer is doubted,
+                chosen on the run's generated validation split
+                (`calibration.py`), and what it was measured on: lines,
+                wrong answers, answers and wrong answers it flags, the
+                decoding method, when
   model         the model fields (the fingerprint checked on restore)
   iterator      where the training stream stood at that step
   trained_with  the command, the versions (python, jax, flax, optax,
@@ -27,23 +32,37 @@ parameters) and nothing of the optimizer, the run's `config.json` and `vocab.jso
 
 The folder is built beside the target and renamed into place, so an
 interrupted export leaves the previous one (if any) whole.
+
+An exported folder is calibrated again in place (its model.json alone is
+rewritten, the parameters are untouched), e.g. one exported before models
+carried a threshold:
+
+  python -m polyflax.export calibrate --config configs/cpu.py --workdir checkpoints/cpu
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
+from typing import Sequence
 
 import jax
 import ml_collections
 import numpy as np
 
+from polyflax import calibration
 from polyflax import checkpoints
+from polyflax import config_checks
+from polyflax import data as data_lib
+from polyflax import decode
 from polyflax import fileio
 from polyflax import inference
+from polyflax import input_pipeline
 from polyflax import model_setup
 from polyflax import models
 from polyflax import run_record
@@ -93,6 +112,71 @@ def run_history(workdir: str, record: run_record.RunRecord) -> list:
               else record.validation_history)
 
 
+def validation_split(run_config: ml_collections.ConfigDict) -> pathlib.Path:
+  """The generated validation split of the run's data folder, which calibration decodes.
+
+  Raises:
+    FileNotFoundError: saying how to make it, when it is missing.
+  """
+  path = data_lib.split_paths(run_config.data_dir)["val"]
+  if not path.exists():
+    raise FileNotFoundError(
+        f"no validation split {path} to calibrate the confidence threshold on: make the run's "
+        "splits with `" + data_lib.split_command(run_config.data_dir, run_config.data_seed,
+                                                 run_config.generated_size) + "`")
+  return path
+
+
+def calibrate(run_config: ml_collections.ConfigDict, model: inference.InferenceModel) -> dict:
+  """Decodes the run's validation split; returns the card's calibration (`calibration.card_entry`).
+
+  `run_config` is the run's config with this command's evaluation settings
+  (`workdir.run_config`): its decoding method and batch size are used.
+  """
+  path = validation_split(run_config)
+  pairs = data_lib.read_pairs(path, skip_bad=run_config.skip_bad_lines).pairs
+  eval_cfg = run_config.eval
+  if jax.process_index() == 0:
+    print(f"calibrating the confidence threshold on {len(pairs):,} lines of {path}", flush=True)
+  decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
+                           max_len=model.model_cfg.max_len, beam_size=eval_cfg.beam_size,
+                           length_penalty=eval_cfg.length_penalty,
+                           batching=input_pipeline.batching(run_config, model.mesh))
+  source_ids = model.vocab.encode_batch([factored for factored, _ in pairs],
+                                        model.model_cfg.max_len)
+  decoded = decoder.decode_ids_with_confidence(source_ids, batch_size=eval_cfg.batch_size,
+                                               progress=True)
+  correct = [predicted == expanded for predicted, (_, expanded) in zip(decoded.texts, pairs)]
+  return calibration.card_entry(decoded.confidences, correct, data=str(path),
+                                beam_size=eval_cfg.beam_size,
+                                length_penalty=eval_cfg.length_penalty,
+                                calibrated_at=run_record.now())
+
+
+def calibrate_folder(config: ml_collections.ConfigDict, folder: str) -> dict:
+  """Calibrates an exported folder's threshold again, in place; returns the new calibration.
+
+  Only model.json is rewritten (atomically), with every other field kept.
+
+  Raises:
+    CheckpointError: if `folder` is not an exported model or cannot be read.
+    FileNotFoundError: if the run's validation split is missing.
+  """
+  if not workdir_lib.is_exported(folder):
+    raise checkpoints.CheckpointError(
+        f"{folder} holds no {workdir_lib.MODEL_CARD_FILE}: not an exported model folder "
+        "(a training run is calibrated when it is exported)")
+  config_checks.check_config(config)
+  card = inference.read_model_card(folder)
+  run_config = workdir_lib.run_config(config, folder)
+  validation_split(run_config)  # before the restore: a missing split is quick to tell
+  model = inference.restore_for_inference(config, folder)
+  card[calibration.CARD_KEY] = calibrate(run_config, model)
+  fileio.write_text_atomic(os.path.join(folder, workdir_lib.MODEL_CARD_FILE),
+                           json.dumps(card, indent=2))
+  return card[calibration.CARD_KEY]
+
+
 def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str) -> dict:
   """Writes the exported folder of `workdir`'s best checkpoint; returns its model card.
 
@@ -108,7 +192,10 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
   if run_config is None:
     raise checkpoints.CheckpointError(
         f"no {workdir_lib.CONFIG_FILE} in {workdir}: not a training run's workdir")
+  merged_config = workdir_lib.run_config(config, workdir)
+  validation_split(merged_config)  # before the restore: a missing split is quick to tell
   model = inference.restore_for_inference(config, workdir)
+  model_calibration = calibrate(merged_config, model)
   params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), jax.device_get(model.params))
   # The record's validation, iterator (with generated lines, evaluation makes
   # the epochs trained again to tell seen test lines from unseen), model and
@@ -123,6 +210,7 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
       "parameters": models.count_params(params),
       "step": model.step,
       **recorded,
+      calibration.CARD_KEY: model_calibration,
       "model": model_setup.model_fingerprint(model.model_cfg),
       "config": run_config,
       "exported_at": run_record.now(),
@@ -148,3 +236,44 @@ def export_run(config: ml_collections.ConfigDict, workdir: str, export_dir: str)
     shutil.rmtree(building, ignore_errors=True)
     raise
   return card
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m polyflax.export calibrate --config FILE --workdir FOLDER [--config.FIELD=V]`.
+
+  Returns the exit status: 0 done, 2 with one line `error: ...` for a
+  folder, config or validation split that cannot be used.
+  """
+  parser = argparse.ArgumentParser(
+      prog="python -m polyflax.export",
+      description="Calibrate an exported model's confidence threshold again, in place.")
+  parser.add_argument("command", choices=["calibrate"],
+                      help="calibrate: rewrite the threshold in FOLDER/model.json")
+  parser.add_argument("--config", required=True,
+                      help="config file (its eval fields: decoding method and batch size)")
+  parser.add_argument("--workdir", required=True, help="the exported model folder")
+  args, overrides = parser.parse_known_args(argv)
+  from polyflax import compile_cache  # pylint: disable=g-import-not-at-top
+  from polyflax import config_files  # pylint: disable=g-import-not-at-top
+  try:
+    config = config_files.load(args.config, overrides)
+  except Exception as error:  # pylint: disable=broad-except  # absl's and ml_collections' many
+    print(f"error: --config {args.config} {' '.join(overrides)}: "
+          f"{checkpoints.one_line(error)}", file=sys.stderr)
+    return 2
+  try:
+    compile_cache.enable()
+    entry = calibrate_folder(config, args.workdir)
+  except (config_checks.ConfigError, data_lib.DataError, checkpoints.CheckpointError,
+          OSError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  print(f"{args.workdir}: confidence threshold {entry['threshold']:.6g}: it flags "
+        f"{entry['flagged']:,} of {entry['lines']:,} validation answers and "
+        f"{entry['wrong_flagged']:,} of the {entry['wrong']:,} wrong ones; "
+        f"wrote {os.path.join(args.workdir, workdir_lib.MODEL_CARD_FILE)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -10,8 +10,9 @@
   holds nothing else:
 
     model.json    what the model is (see `export.py`): parameter count,
-                  training step, validation figures, the config and command
-                  it was trained with, versions, dates
+                  training step, validation figures, the confidence
+                  threshold calibrated on the validation split, the config
+                  and command it was trained with, versions, dates
     config.json   the resolved config of the run
     vocab.json    the vocabulary
     params/       the parameters, float32, a parameters-only Orbax checkpoint
@@ -32,6 +33,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from polyflax import calibration as calibration_lib
 from polyflax import checkpoints
 from polyflax import config_checks
 from polyflax import model_setup
@@ -58,6 +60,14 @@ class InferenceModel:
   # What was saved beside the parameters: the training checkpoint's run
   # record, or the one an exported model's card carries.
   record: run_record.RunRecord
+  # The card's calibration (`calibration.card_entry`): None for a training
+  # run, and for a folder exported before models carried one.
+  calibration: dict | None = None
+
+  @property
+  def confidence_threshold(self) -> float | None:
+    """The confidence below which an answer is doubted; None when the model has none."""
+    return None if self.calibration is None else float(self.calibration["threshold"])
 
 
 def read_model_card(workdir: str) -> dict:
@@ -76,6 +86,7 @@ def read_model_card(workdir: str) -> dict:
     if not isinstance(card.get("model"), dict) or not isinstance(card.get("step"), int):
       raise ValueError("no 'model' record or 'step'")
     run_record.RunRecord.from_card(card)  # raises ValueError naming what is missing
+    calibration_lib.threshold_of_card(card)  # a calibration, if any, holds a threshold
   except (OSError, ValueError) as error:
     raise checkpoints.CheckpointError(
         f"cannot read the exported model's card {path}: {checkpoints.one_line(error)}"
@@ -108,7 +119,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
     params = checkpoints.restore_params(os.path.join(workdir, workdir_lib.PARAMS_DIR), target)
     return InferenceModel(graphdef=graphdef, params=params, vocab=vocab, model_cfg=model_cfg,
                           mesh=mesh, step=card["step"], source=os.path.abspath(workdir),
-                          record=run_record.RunRecord.from_card(card))
+                          record=run_record.RunRecord.from_card(card),
+                          calibration=card.get(calibration_lib.CARD_KEY))
 
   directory = workdir_lib.checkpoints_dir(workdir)
   if not os.path.isdir(directory):

@@ -5,18 +5,30 @@ of two linear factors in the data's range) and spells them as the data does;
 `predict_main` reads the inputs, prints one line for each (the expansion, or
 `error: ...` in its place), and restores the model only once an input has
 passed the checks.
+
+What the model is sure of goes to standard error, standard output keeping
+one line per input: one `warning: ...` line for each answer whose confidence
+is below the model's threshold (`calibration.py`; the confidence itself is
+`--tsv`'s third column), and once, when the model is restored, a warning
+when it expanded less than `MIN_TRUSTED_EXACT_MATCH` of its validation
+lines exactly (an untrained or barely trained model), and a note when it
+carries no threshold (a training run's workdir, or a folder exported before
+models carried one): its answers are then never flagged.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import sys
 
 from absl import logging
 import ml_collections
+import numpy as np
 
 from polyflax import algebra
+from polyflax import calibration
 from polyflax import config_checks
 from polyflax import data as data_lib
 from polyflax import decode
@@ -46,6 +58,9 @@ EXAMPLE = "e.g. (k-15)*(2*k+29)"
 _UPPER_CASE_VARIABLES = frozenset("".join(algebra.VARIABLES).upper())
 _LOWER_CASE = str.maketrans({letter: letter.lower() for letter in _UPPER_CASE_VARIABLES})
 _FUNCTION_NAMES = re.compile("|".join(algebra.FUNCTIONS), re.IGNORECASE)
+# A model that expanded less than this share of its validation lines exactly
+# is said to give wrong answers, once, when it is restored.
+MIN_TRUSTED_EXACT_MATCH = 0.99
 
 
 def _printable(text: str) -> str:
@@ -200,18 +215,57 @@ def _restore_quietly(config: ml_collections.ConfigDict,
     logging.set_verbosity(verbosity)
 
 
+def validation_exact_match(model: inference.InferenceModel) -> float | None:
+  """The share of its validation lines the model expanded exactly (None: not recorded).
+
+  From the card's calibration (the whole validation split) when the model
+  has one, else from the validation of its step (a sample of the split).
+  """
+  if model.calibration is not None and model.calibration.get("lines"):
+    return 1.0 - model.calibration["wrong"] / model.calibration["lines"]
+  exact_match = (model.record.validation or {}).get("exact_match")
+  return None if exact_match is None else float(exact_match)
+
+
+def trust_notes(model: inference.InferenceModel, workdir: str) -> list[str]:
+  """Lines for standard error about the whole model: barely trained, or without a threshold."""
+  notes = []
+  exact_match = validation_exact_match(model)
+  if exact_match is not None and exact_match < MIN_TRUSTED_EXACT_MATCH:
+    notes.append(f"warning: the model in {workdir} (step {model.step}) expanded only "
+                 f"{exact_match:.1%} of its validation lines exactly: expect wrong answers")
+  if model.confidence_threshold is None:
+    notes.append(f"note: the model in {workdir} carries no confidence threshold (a training "
+                 "run, or exported before models carried one), so no answer is flagged as "
+                 "doubtful; export it, or calibrate an exported folder with `python -m "
+                 "polyflax.export calibrate`")
+  return notes
+
+
+def _confidence_text(confidence: float) -> str:
+  """A confidence as --tsv and the warnings print it ('' when the decoder gave none)."""
+  return "" if math.isnan(confidence) else f"{confidence:.6f}"
+
+
 class _Expander:
-  """Expands checked expressions in batches; restores the model at its first use."""
+  """Expands checked expressions in batches; restores the model at its first use.
+
+  On restoring, prints `trust_notes` on standard error.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
     self.decoder: decode.Decoder | None = None
+    self.threshold: float | None = None
 
-  def __call__(self, factored: list[str]) -> list[str]:
+  def __call__(self, factored: list[str]) -> decode.Decoded:
     if not factored:
-      return []
+      return decode.Decoded([], np.zeros((0,), np.float32))
     if self.decoder is None:
       model = _restore_quietly(self.config, self.workdir)
+      self.threshold = model.confidence_threshold
+      for note in trust_notes(model, self.workdir):
+        print(note, file=sys.stderr, flush=True)
       # One bucket: every batch of a size compiles once, whatever its lengths.
       self.decoder = decode.Decoder(
           model.graphdef, model.params, model.vocab, model.mesh,
@@ -219,12 +273,20 @@ class _Expander:
           length_penalty=self.config.eval.length_penalty,
           batching=input_pipeline.batching(self.config, model.mesh,
                                            buckets=(model.model_cfg.max_len,)))
-    return self.decoder.decode_texts(factored, batch_size=LINES_PER_BATCH)
+    return self.decoder.decode_texts_with_confidence(factored, batch_size=LINES_PER_BATCH)
+
+  def doubt(self, text: str, confidence: float, number: int | None = None) -> None:
+    """Says on standard error that the answer to `text` is doubtful, if it is below the threshold."""
+    if calibration.is_flagged(confidence, self.threshold):
+      where = "" if number is None else f"line {number}: "
+      print(f"warning: {where}low confidence {_confidence_text(confidence)} (the model's "
+            f"threshold is {self.threshold:.6f}) in the answer to "
+            f"'{_shown(_printable(text.strip()))}': it may be wrong", file=sys.stderr)
 
 
-def _tsv_row(text: str, answer: str) -> str:
-  """`text<TAB>answer`, with tabs and other control characters of `text` escaped."""
-  return f"{_printable(text)}\t{answer}"
+def _tsv_row(text: str, answer: str, confidence: float = math.nan) -> str:
+  """`text<TAB>answer<TAB>confidence`, with tabs and other control characters of `text` escaped."""
+  return f"{_printable(text)}\t{answer}\t{_confidence_text(confidence)}"
 
 
 def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | None, *,
@@ -235,14 +297,18 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
   standard error. Standard input: one line of standard output per line of
   input, in order: the expansion, or `error: ...` in its place (and
   `error: line N: ...` on standard error), or an empty line for an empty
-  one. `tsv` writes `input<TAB>output` instead (no header; for `expr` too,
-  the error included). Inputs are checked before the model is restored, so
-  refused inputs cost no model loading; lines of a file or pipe are decoded
-  `LINES_PER_BATCH` at a time, lines typed at a terminal one by one.
+  one. `tsv` writes `input<TAB>output<TAB>confidence` instead (no header;
+  for `expr` too, the error included; the confidence is empty for an error
+  or an empty line). An answer below the model's confidence threshold gets
+  one `warning: [line N: ]...` line on standard error, naming the input
+  (see the module docstring). Inputs are checked before the model is
+  restored, so refused inputs cost no model loading; lines of a file or
+  pipe are decoded `LINES_PER_BATCH` at a time, lines typed at a terminal
+  one by one.
 
   Returns:
-    0 if every input was expanded, 1 if any was refused (the others are
-    still answered).
+    0 if every input was expanded (flagged answers too), 1 if any was
+    refused (the others are still answered).
   """
   _lenient_stdio()
   config_checks.check_config(config)
@@ -257,8 +323,9 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
         print(_tsv_row(expr, f"error: {error}"), flush=True)
       print(f"error: {error}", file=sys.stderr, flush=True)
       return 1
-    (answer,) = expand([factored])
-    print(_tsv_row(expr, answer) if tsv else answer, flush=True)
+    (answer,), (confidence,) = expand([factored])
+    expand.doubt(expr, confidence)
+    print(_tsv_row(expr, answer, confidence) if tsv else answer, flush=True)
     return 0
   lines = (line.rstrip("\r\n") for line in sys.stdin)
   batch_lines = 1 if sys.stdin.isatty() else LINES_PER_BATCH
@@ -278,9 +345,14 @@ def predict_main(config: ml_collections.ConfigDict, workdir: str, expr: str | No
         answers.append(f"error: {error}")
         print(f"error: line {number}: {error}", file=sys.stderr, flush=True)
         status = 1
-    expansions = iter(expand(factored))
-    for line, answer in zip(block, answers):
-      answer = next(expansions) if answer is None else answer
-      print(_tsv_row(line, answer) if tsv else answer)
+    expansions = iter(zip(*expand(factored)))
+    first_number = number - len(block) + 1
+    for line_number, line, answer in zip(itertools.count(first_number), block, answers):
+      confidence = math.nan
+      if answer is None:
+        answer, confidence = next(expansions)
+        expand.doubt(line, confidence, line_number)
+      print(_tsv_row(line, answer, confidence) if tsv else answer)
     sys.stdout.flush()
+    sys.stderr.flush()
   return status

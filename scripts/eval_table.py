@@ -7,8 +7,10 @@ Each argument is LABEL=PATH of a `metrics.json` written by `--mode=evaluate`;
 each becomes a column. Rows: all lines, each row shape, trig rows, rows whose
 linear term cancels (a*d+b*c=0), seen and unseen lines, and each shape split into seen and unseen; a cell is the exact
 match and, in brackets, the number of lines (empty where an evaluation has
-no such line). The last rows count the failures by the coefficient they get
-wrong.
+no such line). Then exact match by the model's confidence (the lowest
+probability of a token it chose), what the model's confidence threshold
+flags (answers below it, and wrong answers among them), and last the
+failures counted by the coefficient they get wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import sys
 
 SHAPES = (("binomials", "(a*u+b)*(c*u+d)"), ("k_u_binomial", "k*u*(c*u+d)"),
           ("monomial", "k*u**2"), ("square", "(a*u+b)**2"), ("unknown", "other"))
+# Bins of the model's confidence, as polyflax/calibration.py names them.
+CONFIDENCE_BINS = ("0-0.5", "0.5-0.9", "0.9-0.99", "0.99-0.999", "0.999-0.9999", "0.9999-1")
 FAILURES = (("wrong_linear", "failures: linear coefficient wrong"),
             ("wrong_constant", "failures: constant wrong"),
             ("wrong_quadratic", "failures: quadratic coefficient wrong"),
@@ -46,6 +50,24 @@ def cell(metrics: dict, group: str) -> str:
   return f"{metrics[f'exact_match{suffix}']:.4f} ({count:,})"
 
 
+def confidence_cell(metrics: dict, label: str) -> str:
+  """Exact match (lines) of a confidence bin; empty where the evaluation has none."""
+  count = metrics.get(f"confidence_{label}_lines")
+  if not count:
+    return ""
+  return f"{metrics[f'confidence_{label}_exact_match']:.4f} ({count:,})"
+
+
+def flag_cells(metrics: dict) -> tuple[str, str]:
+  """(answers flagged, share; wrong ones flagged of all wrong); empty without a threshold."""
+  if metrics.get("flagged") is None:
+    return "", ""
+  wrong = f"{metrics['wrong_flagged']:,} of {metrics['num_failures']:,}"
+  if metrics.get("wrong_flagged_share") is not None:
+    wrong += f" ({metrics['wrong_flagged_share']:.1%})"
+  return f"{metrics['flagged']:,} ({metrics['flagged_share']:.2%})", wrong
+
+
 def markdown(columns: list[tuple[str, dict]]) -> str:
   """The table of `columns`, (label, metrics) pairs; rows that no column has are left out."""
   lines = ["| lines | " + " | ".join(label for label, _ in columns) + " |",
@@ -54,6 +76,15 @@ def markdown(columns: list[tuple[str, dict]]) -> str:
     cells = [cell(metrics, group) for _, metrics in columns]
     if any(cells):
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  for label in CONFIDENCE_BINS:
+    cells = [confidence_cell(metrics, label) for _, metrics in columns]
+    if any(cells):
+      lines.append(f"| confidence {label} | " + " | ".join(cells) + " |")
+  flags = [flag_cells(metrics) for _, metrics in columns]
+  for index, name in enumerate(("flagged: confidence below the model's threshold",
+                                "flagged: wrong answers")):
+    if any(cells[index] for cells in flags):
+      lines.append(f"| {name} | " + " | ".join(cells[index] for cells in flags) + " |")
   for kind, name in FAILURES:
     counts = [metrics.get(f"failures_{kind}") for _, metrics in columns]
     if any(counts):

@@ -88,6 +88,48 @@ def test_batches_shrink_to_fit_a_small_set_but_never_multiply():
 
 
 # ---------------------------------------------------------------------------
+# The printed report.
+
+
+def test_the_report_shows_groups_and_confidence_bins_as_small_tables():
+  from polyflax import evaluate, scoring  # pylint: disable=import-outside-toplevel
+  pairs = [("(k-15)*(2*k+29)", "2*k**2-k-435"), ("(17-2*i)*(i+8)", "-2*i**2+i+136"),
+           ("2*y*(7*y-11)", "14*y**2-22*y"), ("(19-5*h)*(5*h+19)", "361-25*h**2")]
+  predictions = ["2*k**2-k-435", "-2*i**2+3*i+136", "14*y**2-22*y", "361-25*h**2+h"]
+  confidences = [0.99995, 0.42, 0.995, 0.97]
+  correct = [predicted == expanded for predicted, (_, expanded) in zip(predictions, pairs)]
+  metrics = scoring.score(pairs, predictions)
+  metrics.update(evaluate.confidence_metrics(confidences, correct, 0.98))
+  assert (metrics["flagged"], metrics["wrong_flagged"]) == (2, 2)
+  assert metrics["flagged_share"] == 0.5 and metrics["wrong_flagged_share"] == 1.0
+  assert metrics["confidence_0-0.5_lines"] == 1 and metrics["confidence_0-0.5_exact_match"] == 0
+  report = evaluate._summary(metrics).splitlines()  # pylint: disable=protected-access
+  assert report[0] == "algebraically equivalent: 0.5000"
+  assert report[1].split() == ["group", "lines", "wrong", "exact", "match"]
+  rows = {line.split()[0]: line.split()[1:] for line in report[2:]
+          if not line.startswith(("confidence threshold", "failures"))}
+  assert rows["all"] == ["4", "2", "0.5000"]
+  assert rows["shape_binomials"] == ["3", "2", "0.3333"]
+  assert rows["linear_cancels"] == ["1", "1", "0.0000"]
+  assert rows["shape_k_u_binomial"] == ["1", "0", "1.0000"]
+  assert rows["confidence"] == ["lines", "wrong", "exact", "match"]
+  assert [rows[label] for label in ("0-0.5", "0.9-0.99", "0.99-0.999", "0.9999-1")] == [
+      ["1", "1", "0.0000"], ["1", "1", "0.0000"], ["1", "0", "1.0000"], ["1", "0", "1.0000"]]
+  assert ("confidence threshold 0.980000 (the model's card) flags 2 answers (50.00% of all) and "
+          "2 of the 2 wrong ones (100.0%)") in report
+  assert report[-1] == "failures (2): wrong_linear 2"
+  # The columns line up: every row of a table is as long as its header.
+  group_table = report[1:report.index(next(line for line in report if line.startswith("conf")))]
+  assert len({len(line) for line in group_table}) == 1
+
+  without = scoring.score(pairs, predictions)
+  without.update(evaluate.confidence_metrics(confidences, correct, None))
+  assert ("no confidence threshold in the model's card: no answer flagged"
+          in evaluate._summary(without).splitlines())  # pylint: disable=protected-access
+  assert "flagged" not in without
+
+
+# ---------------------------------------------------------------------------
 # End to end on a tiny trained run.
 
 
@@ -115,13 +157,17 @@ def run_main(tiny_run, *flags, stdin=None):
 def read_predictions(path):
   with open(path, encoding="utf-8") as f:
     rows = [line.rstrip("\n").split("\t") for line in f]
-  assert rows[0] == ["input", "target", "prediction", "correct"]
-  assert all(len(row) == 4 for row in rows)
+  assert rows[0] == ["input", "target", "prediction", "correct", "confidence"]
+  assert all(len(row) == 5 for row in rows)
+  assert all(0.0 < float(row[4]) <= 1.0 for row in rows[1:])
   return rows[1:]
 
 
 def check_report(stdout, metrics, num_examples):
-  """The printed report ends as the reference's did and agrees with metrics.json."""
+  """The printed report ends as the reference's did and agrees with metrics.json.
+
+  Its groups and confidence bins are small tables, one row a line.
+  """
   lines = stdout.splitlines()
   assert re.fullmatch(r"Final Score = [01]\.\d{4}", lines[-1]), lines[-1]
   assert lines[-1] == f"Final Score = {metrics['exact_match']:.4f}"
@@ -130,6 +176,17 @@ def check_report(stdout, metrics, num_examples):
   assert metrics["num_examples"] == num_examples
   for field in ("Input: ", "Target: ", "Predicted: ", "score: "):
     assert sum(line.startswith(field) for line in lines) == 5  # examples_to_print
+  header = next(index for index, line in enumerate(lines) if line.split()[:2] == ["group", "lines"])
+  assert lines[header - 1].startswith("algebraically equivalent: ")
+  tables = lines[header:next(index for index, line in enumerate(lines)
+                             if line.startswith("decoded "))]
+  assert max(map(len, tables)) < 100, tables
+  (all_row,) = [line.split() for line in lines if line.startswith("all ")]
+  assert all_row == ["all", f"{num_examples:,}", f"{metrics['num_failures']:,}",
+                     f"{metrics['exact_match']:.4f}"]
+  bins = [line.split() for line in lines if re.match(r"0\.?[0-9]*-[0-9.]+ ", line)]
+  assert sum(int(row[1].replace(",", "")) for row in bins) == num_examples
+  assert sum(int(row[2].replace(",", "")) for row in bins) == metrics["num_failures"]
 
 
 def test_evaluate_mode_scores_the_test_split_and_writes_its_outputs(tiny_run):
@@ -232,9 +289,12 @@ def test_predict_mode_answers_each_line_of_standard_input_in_its_place(tiny_run,
       False, False, True, True, True, False]
   assert answers[0] and answers[5]
   assert "exponent 3" in answers[3] and "too long" in answers[4]
-  errors = stderr.splitlines()
+  errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
   assert [error.split(":")[:2] for error in errors] == [
-      ["error", " line 3"], ["error", " line 4"], ["error", " line 5"]], errors
+      ["error", " line 3"], ["error", " line 4"], ["error", " line 5"]], stderr
+  # Besides: the run is barely trained and has no threshold (test_predict.py).
+  assert [line.split(" ")[0] for line in stderr.splitlines() if line not in errors] == [
+      "warning:", "note:"], stderr
   assert errors[1] == "error: line 4: " + answers[3][len("error: "):]
   # The answers are the decoder's own, in the data's spelling.
   assert [answers[0], answers[5]] == [expand_in_process("(k-15)*(2*k+29)"),

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from checkpoint_files import read_arrays
 
-from polyflax import checkpoints, cli, config_files, evaluate, example_sources, export, inference
-from polyflax import input_pipeline, sharding, train, training_streams
+from polyflax import calibration, checkpoints, cli, config_files, evaluate, example_sources, export
+from polyflax import inference, input_pipeline, sharding, train, training_streams
 from polyflax import vocab as vocab_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -47,7 +47,8 @@ TRAINING_MODULES = {"train", "experiment", "steps", "validation", "signals", "ru
 
 
 @pytest.mark.parametrize("path", ["polyflax/evaluate.py", "polyflax/predict.py",
-                                  "polyflax/scoring.py", "polyflax/inference.py",
+                                  "polyflax/scoring.py", "polyflax/calibration.py",
+                                  "polyflax/inference.py",
                                   "polyflax/export.py", "polyflax/decode.py",
                                   "polyflax/model_setup.py", "polyflax/workdir.py",
                                   "polyflax/run_record.py", "polyflax/checkpoints.py",
@@ -107,6 +108,55 @@ def test_exported_folder_holds_parameters_config_vocab_and_model_card(exported, 
   assert card["trained_with"]["command"]
   assert card["exported_at"] and card["trained_with"]["saved_at"]
   assert json.loads((folder / "config.json").read_text()) == saved_run_config
+
+
+def test_exported_card_carries_a_threshold_calibrated_on_the_validation_split(exported, tiny_run):
+  folder, _ = exported
+  card = json.loads((folder / "model.json").read_text())
+  entry = card[calibration.CARD_KEY]
+  validation_lines = (tiny_run[1] / "val_set.txt").read_text().splitlines()
+  assert entry["data"] == str(tiny_run[1] / "val_set.txt")
+  assert entry["lines"] == len(validation_lines) == 80
+  assert 0 <= entry["wrong_flagged"] <= entry["wrong"] <= entry["lines"]
+  assert entry["wrong_flagged"] <= entry["flagged"] <= entry["lines"]
+  assert 0.0 <= entry["threshold"] <= 1.0
+  assert (entry["beam_size"], entry["measure"]) == (1, calibration.MEASURE)
+  model = inference.restore_for_inference(config_files.tiny(tiny_run[1]), str(folder))
+  assert model.confidence_threshold == entry["threshold"]
+  # A training run carries none; nor does a card exported before cards did.
+  assert inference.restore_for_inference(tiny_run[0], str(tiny_run[2])).confidence_threshold is None
+
+
+def test_a_card_whose_calibration_holds_no_threshold_is_refused_in_one_line(exported, tmp_path):
+  folder, _ = exported
+  copy = tmp_path / "tiny"
+  shutil.copytree(folder, copy)
+  card = json.loads((copy / "model.json").read_text())
+  card[calibration.CARD_KEY]["threshold"] = "high"
+  (copy / "model.json").write_text(json.dumps(card))
+  with pytest.raises(checkpoints.CheckpointError, match="has no threshold in"):
+    inference.read_model_card(str(copy))
+  del card[calibration.CARD_KEY]  # as exported before cards carried one
+  (copy / "model.json").write_text(json.dumps(card))
+  assert calibration.CARD_KEY not in inference.read_model_card(str(copy))
+
+
+def test_export_without_the_validation_split_says_how_to_make_it(tiny_run, tmp_path, capsys):
+  config, _, run = tiny_run
+  empty = tmp_path / "no_data"
+  copy = tmp_path / "run"
+  shutil.copytree(run, copy)
+  saved = json.loads((copy / "config.json").read_text())
+  saved["data_dir"] = str(empty)
+  (copy / "config.json").write_text(json.dumps(saved))
+  target = tmp_path / "exported"
+  config = config_files.set_fields(config_files.tiny(empty), {"export.dir": str(target)})
+  assert cli.run("export", config, str(copy)) == 2
+  error = capsys.readouterr().err.strip()
+  assert error.count("\n") == 0
+  assert f"no validation split {empty / 'val_set.txt'} to calibrate" in error
+  assert f"python -m polyflax.data split --inputs {empty} --seed 0 --size 2000" in error
+  assert not target.exists() and not empty.exists()
 
 
 def test_exported_parameters_are_float32_and_nothing_else(exported):

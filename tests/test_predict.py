@@ -1,16 +1,27 @@
-"""Prediction's input checks: which strings the model is asked about, and how they are spelt.
+"""Prediction's input checks, and what it says of the model's confidence.
 
-The predict mode end to end (main.py on a trained run) is tested in
-test_evaluate.py, on the tiny run it shares with the evaluate mode, and in
-test_shipped_model.py with the shipped model.
+Which strings the model is asked about, and how they are spelt; the
+confidence column of --tsv, the flags of doubtful answers, the notes about
+the whole model, and calibrating an exported folder in place (on the shared
+tiny run). The predict mode end to end is also tested in test_evaluate.py
+and in test_shipped_model.py with the shipped model.
 """
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
 
 import hypothesis
 from hypothesis import strategies as st
 import pytest
 
-from polyflax import algebra, generate, predict
+from polyflax import algebra, calibration, cli, config_files, generate, predict
 from polyflax import vocab as vocab_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 VOCAB = vocab_lib.Vocab.default()
 LOWER_CASE = str.maketrans("ACHIJKNOSTXYZ", "achijknostxyz")
@@ -172,3 +183,121 @@ def test_every_real_factored_side_is_accepted_as_it_is(real_dev_lines):
       refused.append(f"{factored}: {error}")
   assert len(real_dev_lines) == 50_001
   assert refused == [] and changed == []
+
+
+# ---------------------------------------------------------------------------
+# What the model is sure of: --tsv's confidence, the flags and notes on
+# standard error (on the shared tiny run, barely trained).
+
+INPUTS = ["(k-15)*(2*k+29)", "", "(x+100)*(x+1)", "(21-t)*(-6*t-4)", "-7*sin(i)**2",
+          "(2*y+18)*(3*y-26)", "(8*x+31)*(-9*x-32)"]
+
+
+def run_predict(workdir, data_dir, *flags, stdin=None):
+  command = [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
+             f"--config.data_dir={data_dir}", "--config.generated_size=2000", "--mode=predict",
+             *flags]
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, input=stdin,
+                        timeout=600)
+
+
+def test_flags_tsv_confidence_and_in_place_calibration_of_an_exported_tiny_run(tiny_run,
+                                                                            tmp_path):
+  run = tmp_path / "run"
+  shutil.copytree(tiny_run.workdir, run)
+  stdin = "\n".join(INPUTS) + "\n"
+
+  # A training run: no threshold, so nothing is flagged, and it says so once.
+  result = run_predict(run, tiny_run.data_dir, "--tsv", stdin=stdin)
+  assert result.returncode == 1, result.stderr[-3000:]  # (x+100)*(x+1) is refused
+  rows = [line.split("\t") for line in result.stdout.splitlines()]
+  assert [row[0] for row in rows] == INPUTS and all(len(row) == 3 for row in rows)
+  answered = [row for row in rows if row[0] and not row[1].startswith("error: ")]
+  assert len(answered) == 5
+  confidences = {row[0]: float(row[2]) for row in answered}
+  assert all(0.0 < confidence <= 1.0 for confidence in confidences.values())
+  assert rows[1] == ["", "", ""] and rows[2][1].startswith("error: ") and rows[2][2] == ""
+  stderr = result.stderr.splitlines()
+  notes = [line for line in stderr if not line.startswith("error: ")]
+  assert len(notes) == 2, stderr
+  # One line: the model is barely trained (its validation record says so).
+  assert notes[0].startswith(f"warning: the model in {run} (step 23) expanded only ")
+  assert notes[0].endswith("of its validation lines exactly: expect wrong answers")
+  assert notes[1].startswith(f"note: the model in {run} carries no confidence threshold")
+  assert [line for line in stderr if line.startswith("error: ")] == [
+      line for line in stderr if line.startswith("error: line 3: ")]
+
+  # Exported: the card carries a threshold calibrated on the validation split.
+  exported = tmp_path / "exported"
+  config = config_files.set_fields(config_files.tiny(tiny_run.data_dir),
+                                   {"export.dir": str(exported)})
+  assert cli.run("export", config, str(run)) == 0
+  card_path = exported / "model.json"
+  card = json.loads(card_path.read_text())
+  calibrated = dict(card[calibration.CARD_KEY])
+  assert calibrated["threshold"] == 1.0  # every validation answer was wrong
+  validation_lines = (tiny_run.data_dir / "val_set.txt").read_text().splitlines()
+  assert calibrated["lines"] == len(validation_lines)
+  assert calibrated["data"] == str(tiny_run.data_dir / "val_set.txt")
+  assert 0.0 <= calibrated["threshold"] <= 1.0
+  params_before = {path: path.read_bytes() for path in (exported / "params").rglob("*")
+                   if path.is_file()}
+
+  # A threshold between the answers' confidences flags exactly those below it.
+  ordered = sorted(set(confidences.values()))
+  gaps = [(high - low, (low + high) / 2) for low, high in zip(ordered, ordered[1:])]
+  threshold = max(gaps)[1]
+  card[calibration.CARD_KEY]["threshold"] = threshold
+  card_path.write_text(json.dumps(card, indent=2))
+  result = run_predict(exported, tiny_run.data_dir, stdin=stdin)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert result.stdout.splitlines() == [row[1] for row in rows]  # one answer per input line
+  flags = [line for line in result.stderr.splitlines() if "low confidence" in line]
+  expected = [(number, text) for number, text in enumerate(INPUTS, 1)
+              if text in confidences and confidences[text] < threshold]
+  assert 0 < len(expected) < 5
+  assert len(flags) == len(expected), result.stderr
+  for line, (number, text) in zip(flags, expected):
+    assert line.startswith(f"warning: line {number}: low confidence {confidences[text]:.6f} "
+                           f"(the model's threshold is {threshold:.6f}) in the answer to "
+                           f"'{text}'"), line
+  # Once, from the card's calibration: the model is barely trained; no note.
+  assert sum(line.startswith("warning: the model in") for line in result.stderr.splitlines()) == 1
+  assert not any(line.startswith("note: ") for line in result.stderr.splitlines())
+
+  # --expr: the flag names the input as typed.
+  doubtful = expected[0][1]
+  result = run_predict(exported, tiny_run.data_dir, "--tsv", "--expr", f" {doubtful} ")
+  assert result.returncode == 0, result.stderr[-3000:]
+  ((text, answer, confidence),) = [line.split("\t") for line in result.stdout.splitlines()]
+  assert (text, answer) == (f" {doubtful} ", rows[INPUTS.index(doubtful)][1])
+  # (Another batch shape: the same confidence up to rounding.)
+  assert float(confidence) == pytest.approx(confidences[doubtful], abs=2e-6)
+  (flag,) = [line for line in result.stderr.splitlines() if "low confidence" in line]
+  assert flag.startswith("warning: low confidence ")
+  assert flag.endswith(f"in the answer to '{doubtful}': it may be wrong")
+
+  # Calibrating the folder again, in place, rewrites only the card's calibration.
+  result = subprocess.run([sys.executable, "-m", "polyflax.export", "calibrate", "--config",
+                           "configs/tiny.py", "--workdir", str(exported)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  recalibrated = json.loads(card_path.read_text())
+  assert recalibrated[calibration.CARD_KEY]["threshold"] == calibrated["threshold"]
+  assert {name: value for name, value in recalibrated[calibration.CARD_KEY].items()
+          if name != "calibrated_at"} == {name: value for name, value in calibrated.items()
+                                          if name != "calibrated_at"}
+  assert {name: value for name, value in recalibrated.items() if name != calibration.CARD_KEY} == {
+      name: value for name, value in card.items() if name != calibration.CARD_KEY}
+  assert {path: path.read_bytes() for path in (exported / "params").rglob("*")
+          if path.is_file()} == params_before
+  assert sorted(os.listdir(exported)) == ["config.json", "model.json", "params", "vocab.json"]
+  assert f"confidence threshold {calibrated['threshold']:.6g}" in result.stdout
+
+  # Calibrating a folder that is not an exported model is one error line.
+  result = subprocess.run([sys.executable, "-m", "polyflax.export", "calibrate", "--config",
+                           "configs/tiny.py", "--workdir", str(run)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f"error: {run} holds no model.json: not an exported model folder")

@@ -50,6 +50,32 @@ def test_eval_table_has_a_row_for_lines_whose_linear_term_cancels(tmp_path):
   assert "| linear term cancels (a*d+b*c=0) | 0.5000 (2) |" in result.stdout.splitlines()
 
 
+def test_eval_table_shows_exact_match_by_confidence_and_what_the_threshold_flags(tmp_path):
+  from polyflax import evaluate, scoring  # pylint: disable=import-outside-toplevel
+  pairs = [("(k-15)*(2*k+29)", "2*k**2-k-435"), ("(17-2*i)*(i+8)", "-2*i**2+i+136"),
+           ("2*y*(7*y-11)", "14*y**2-22*y")]
+  predictions = ["2*k**2-k-435", "-2*i**2+3*i+136", "14*y**2-22*y"]
+  flagged = scoring.score(pairs, predictions)
+  flagged.update(evaluate.confidence_metrics([0.99999, 0.6, 0.95], [True, False, True], 0.97))
+  unflagged = scoring.score(pairs[:1], predictions[:1])
+  unflagged.update(evaluate.confidence_metrics([0.995], [True], None))
+  (tmp_path / "a.json").write_text(json.dumps(flagged))
+  (tmp_path / "b.json").write_text(json.dumps(unflagged))
+  result = subprocess.run([sys.executable, "scripts/eval_table.py", f"cpu={tmp_path / 'a.json'}",
+                           f"old={tmp_path / 'b.json'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  for row in ("| confidence 0.5-0.9 | 0.0000 (1) |  |",
+              "| confidence 0.9-0.99 | 1.0000 (1) |  |",
+              "| confidence 0.99-0.999 |  | 1.0000 (1) |",
+              "| confidence 0.9999-1 | 1.0000 (1) |  |",
+              "| flagged: confidence below the model's threshold | 2 (66.67%) |  |",
+              "| flagged: wrong answers | 1 of 1 (100.0%) |  |"):
+    assert row in lines, lines
+  assert lines[-1] == "| failures: linear coefficient wrong | 1 | 0 |"
+
+
 def test_training_time_adds_up_sessions_and_counts_repeated_steps(tmp_path):
   from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
   # Session 1 logs steps 0..1000 over an hour; session 2 resumes at 800

@@ -135,7 +135,7 @@ def test_predict_refuses_what_is_outside_the_data_and_keeps_lines_in_place():
   rows = [line.split("\t") for line in result.stdout.splitlines()]
   assert [row[0] for row in rows] == inputs
   assert rows[0][1] == "2*k**2-k-435" and rows[4][1] == "x**2+x-6"
-  for (_, answer), number in zip(rows[1:4], ("constant 100", "constant 40", "coefficient 10")):
+  for (_, answer, _), number in zip(rows[1:4], ("constant 100", "constant 40", "coefficient 10")):
     assert answer.startswith(f"error: the {number} ") and "outside the data's range" in answer
   assert [line.split(":")[1] for line in result.stderr.splitlines()] == [
       " line 2", " line 3", " line 4"]
