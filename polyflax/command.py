@@ -16,7 +16,7 @@ Flags:
                         predict: expands --expr, or each line of standard input
                         export: writes the model alone to --config.export.dir
   --expr TEXT           predict: one factored expression
-  --tsv                 predict: writes `input<TAB>output` lines
+  --tsv                 predict: writes `input<TAB>output<TAB>confidence` lines
 evaluate and predict also take an exported model folder as --workdir.
 
 Configs (configs/; their measured times and scores are in docs/results.md):
@@ -60,7 +60,7 @@ flags.DEFINE_string("workdir", None, "Folder of the run: checkpoints, logs, eval
 flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "export"],
                   "What to do: train, evaluate, predict or export.")
 flags.DEFINE_string("expr", None, "predict: one factored expression (default: read stdin).")
-flags.DEFINE_bool("tsv", False, "predict: write input<TAB>output lines (no header).")
+flags.DEFINE_bool("tsv", False, "predict: write input<TAB>output<TAB>confidence lines (no header).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
