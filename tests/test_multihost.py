@@ -123,7 +123,12 @@ def checkpoint_params(workdir, step):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """One process of 4 devices and two of 2, each stopped at step 7, resumed, evaluated."""
+  """One process of 4 devices and two of 2, each stopped at step 7, resumed, evaluated.
+
+  Runs of their own, not the session's tiny run: what is compared is how
+  processes joined through the distributed runtime train, save, resume and
+  evaluate, which only runs started as several processes show.
+  """
   root = tmp_path_factory.mktemp("multihost")
   single = spec(root, "single", [FIRST, CONTINUE, EVALUATE])
   first = spec(root, "multi", [FIRST])
