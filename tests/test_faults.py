@@ -10,6 +10,7 @@ cache conftest.py sets. Faults of checkpoint files and of the workdir are
 tested in test_checkpoints.py and test_workdir.py.
 """
 
+import concurrent.futures
 import itertools
 import os
 import re
@@ -103,11 +104,15 @@ def purge_steps(workdir):
                 if event.session_log.status == event_pb2.SessionLog.START)
 
 
-# --- 1. kill -9 ---------------------------------------------------------------
+# --- 1 and 2. kill -9, SIGTERM and Ctrl-C -----------------------------------------
+#
+# Three scenarios, each driving main.py subprocesses of its own, run side by
+# side (a subprocess mostly imports jax and compiles, on one core); each
+# returns the workdir it leaves, and its test checks the outcome.
 
 
-@pytest.mark.slow  # trains in subprocesses
-def test_killed_runs_resume_from_the_last_complete_checkpoint(tmp_path, data_dir, tiny_run):
+def killed_twice_then_resumed(tmp_path, data_dir):
+  """kill -9 while starting, then while saving step 12; then the same command again."""
   workdir = tmp_path / "run"
   # Killed while starting (compiling), before any checkpoint.
   run = Run(main_command(workdir, data_dir), tmp_path / "startup")
@@ -130,15 +135,11 @@ def test_killed_runs_resume_from_the_last_complete_checkpoint(tmp_path, data_dir
   assert "resuming from checkpoint at step 6" in run.stdout()
   assert leftover_tmp_dirs(workdir) == []
   assert purge_steps(workdir) == [7]  # TensorBoard hides the killed run's steps 7..
-  assert_same_state(workdir, tiny_run.workdir)
+  return workdir
 
 
-# --- 2. SIGTERM and Ctrl-C ------------------------------------------------------
-
-
-@pytest.mark.slow  # trains in subprocesses
-def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, data_dir,
-                                                                       tiny_run):
+def stopped_by_sigterm_and_ctrl_c_then_resumed(tmp_path, data_dir):
+  """SIGTERM once a checkpoint is being written, Ctrl-C after the resume; then to the end."""
   workdir = tmp_path / "run"
   stopped_at = 0
   for signum in (signal.SIGTERM, signal.SIGINT):
@@ -166,12 +167,11 @@ def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, d
   run = Run(main_command(workdir, data_dir), tmp_path / "rerun")
   assert run.finish() == 0, run.stderr()[-3000:]
   assert f"resuming from checkpoint at step {stopped_at}" in run.stdout()
-  assert_same_state(workdir, tiny_run.workdir)
+  return workdir
 
 
-@pytest.mark.slow  # trains in subprocesses
-def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_steps(
-    tmp_path, data_dir):
+def ctrl_c_during_a_held_step(tmp_path, data_dir):
+  """Ctrl-C while step 8 is held in flight; it is let go after the signal."""
   held = 8  # step 8 runs until the test lets it go, after sending SIGINT
   gate = tmp_path / "gate"
   gate.mkdir()
@@ -201,6 +201,36 @@ def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_step
   state, extra = saved(workdir, step)
   assert int(state["step"]) == step
   assert extra["iterator"] == {"seed": 0, "epoch": 0, "position": step}
+  return workdir
+
+
+INTERRUPTIONS = (killed_twice_then_resumed, stopped_by_sigterm_and_ctrl_c_then_resumed,
+                 ctrl_c_during_a_held_step)
+
+
+@pytest.fixture(scope="module")
+def interrupted(data_dir, tmp_path_factory):
+  """{scenario: future of the workdir it leaves} of INTERRUPTIONS, all started at once."""
+  with concurrent.futures.ThreadPoolExecutor(len(INTERRUPTIONS)) as pool:
+    yield {scenario: pool.submit(scenario, tmp_path_factory.mktemp(scenario.__name__), data_dir)
+           for scenario in INTERRUPTIONS}
+
+
+@pytest.mark.slow  # trains in subprocesses
+def test_killed_runs_resume_from_the_last_complete_checkpoint(interrupted, tiny_run):
+  workdir = interrupted[killed_twice_then_resumed].result()
+  assert_same_state(workdir, tiny_run.workdir)  # as if never killed
+
+
+@pytest.mark.slow  # trains in subprocesses
+def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(interrupted, tiny_run):
+  workdir = interrupted[stopped_by_sigterm_and_ctrl_c_then_resumed].result()
+  assert_same_state(workdir, tiny_run.workdir)  # as if never stopped
+
+
+@pytest.mark.slow  # trains in subprocesses
+def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_steps(interrupted):
+  interrupted[ctrl_c_during_a_held_step].result()
 
 
 # --- 3. Non-finite losses ---------------------------------------------------------
