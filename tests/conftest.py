@@ -1,5 +1,7 @@
-"""Shared test fixtures: the tiny config's data, and one tiny run trained once per session."""
+"""Shared test fixtures: the tiny config's data, one tiny run trained once per session,
+and long subprocess runs started when the session begins, beside the tests."""
 
+import concurrent.futures
 import os
 import pathlib
 import shutil
@@ -114,3 +116,54 @@ def tiny_run(data_dir, tmp_path_factory) -> TinyRun:
 def tiny_run_copy(tiny_run, tmp_path) -> pathlib.Path:
   """A copy of the tiny run's workdir in this test's tmp_path, for a test that changes it."""
   return pathlib.Path(shutil.copytree(tiny_run.workdir, tmp_path / "tiny_run"))
+
+
+# --- Long runs of subprocesses, beside the tests -----------------------------------------
+#
+# Most tests keep one core busy. A few check what long runs of subprocesses
+# leave (processes training together, the notebook run from top to bottom,
+# the GPU script's rehearsal): a test module names those runs in
+# BACKGROUND_RUNS = {name: function(folder) -> result}, and its tests get
+# their results from the `background_runs` fixture. The session starts the
+# runs its selected tests use when it begins, one after the other in a thread
+# of their own, so that they run beside the other tests instead of after
+# them; a test then waits only for what is left of its run.
+
+
+@pytest.fixture(scope="session")
+def _background():
+  """The thread the long runs take turns in; the session's end waits for a run still going."""
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="background-run") as pool:
+    yield pool
+
+
+@pytest.fixture(scope="session")
+def _background_futures(request, _background, tmp_path_factory):
+  """{(module name, run name): future} of the runs of every module a selected test gets them for.
+
+  Started in the order the tests come, each in a folder of its own.
+  """
+  futures = {}
+  for item in request.session.items:
+    if "background_runs" not in getattr(item, "fixturenames", ()):
+      continue
+    module = item.module
+    for name, function in getattr(module, "BACKGROUND_RUNS", {}).items():
+      key = (module.__name__, name)
+      if key not in futures:
+        folder = tmp_path_factory.mktemp(f"background_{module.__name__}_{name}".replace(" ", "_"))
+        futures[key] = _background.submit(function, folder)
+  return futures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_background_runs(_background_futures):
+  """Starts the long runs as the session begins (the fixture above does, once)."""
+
+
+@pytest.fixture(scope="module")
+def background_runs(request, _background_futures):
+  """{name: future result} of the test module's BACKGROUND_RUNS, started with the session."""
+  module = request.module.__name__
+  return {name: future for (owner, name), future in _background_futures.items()
+          if owner == module}

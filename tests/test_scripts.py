@@ -66,10 +66,23 @@ def test_plan_fits_two_calls_in_order_of_value_and_starts_nothing(tmp_path):
   assert [stage for _, _, stage in plan_rows(again.stdout)[1]][1:3] == ["export_red", "decode"]
 
 
+def rehearse(folder, *arguments):
+  """(runs folder, output folder, result) of a rehearsal in `folder`."""
+  runs, out = folder / "runs", folder / "out"
+  return runs, out, run_script(runs, out, *arguments)
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {
+    "smoke fails": lambda folder: rehearse(folder, "--fail", "smoke", "smoke", "red",
+                                           "export_red"),
+    "red fails": lambda folder: rehearse(folder, "--fail", "red", "red", "export_red"),
+}
+
+
 @pytest.mark.slow  # trains in subprocesses
-def test_rehearsal_contains_a_failure_summarises_and_skips_what_is_done(tmp_path):
-  runs, out = tmp_path / "runs", tmp_path / "out"
-  first = run_script(runs, out, "--fail", "smoke", "smoke", "red", "export_red")
+def test_rehearsal_contains_a_failure_summarises_and_skips_what_is_done(background_runs):
+  runs, out, first = background_runs["smoke fails"].result()
   # A stage failed: status 1, after every other stage ran and the summary came out.
   assert first.returncode == 1, first.stdout[-4000:] + first.stderr[-2000:]
   assert "smoke: FAILED" in first.stdout
@@ -115,9 +128,8 @@ def test_rehearsal_contains_a_failure_summarises_and_skips_what_is_done(tmp_path
 
 
 @pytest.mark.slow  # trains in subprocesses
-def test_a_stage_whose_run_failed_is_skipped_with_the_reason(tmp_path):
-  runs, out = tmp_path / "runs", tmp_path / "out"
-  result = run_script(runs, out, "--fail", "red", "red", "export_red")
+def test_a_stage_whose_run_failed_is_skipped_with_the_reason(background_runs):
+  _, out, result = background_runs["red fails"].result()
   assert result.returncode == 1
   summary = (out / "summary.md").read_text()
   assert "| red | failed (call 1) |" in summary
