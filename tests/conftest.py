@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import pytest
 
+from xla_flags import NO_LLVM_OPTIMISATION
+
 # One persistent compilation cache for the whole test run, shared with the
 # subprocesses tests start: the tiny config's steps then compile once.
 # Set before jax is first imported.
@@ -18,18 +20,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # XLA's LLVM optimisation off, here and in the subprocesses tests start (as
-# tests/multihost_run.py does): most of the suite's time is compiling small
-# programs once, which this makes about twice as fast, and no test checks how
-# fast the compiled code runs. A test that sets XLA_FLAGS for its subprocess
-# (a device count) replaces this with its own flags.
-NO_LLVM_OPTIMISATION = "--xla_backend_optimization_level=0"
+# tests/multihost_run.py does; tests/xla_flags.py says why and which runs
+# keep it). A test that sets XLA_FLAGS for its subprocess (a device count)
+# replaces this with its own flags.
 if NO_LLVM_OPTIMISATION not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {NO_LLVM_OPTIMISATION}".strip()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Real lines of the original dataset live beside the checkout, never inside it.
+# Real lines of the original dataset live beside the checkout, never inside it;
+# the subprocesses and background runs tests start read the same path.
 REAL_DEV = pathlib.Path(
     os.environ.get("POLYFLAX_REAL_DEV", REPO_ROOT.parent / "shared" / "data" / "real_dev.txt"))
+os.environ["POLYFLAX_REAL_DEV"] = str(REAL_DEV)
 
 # The tiny config's data in every test that trains on it: 2,000 generated
 # lines (seed 0), split into 1,520 training lines (23 steps of 64 an epoch),

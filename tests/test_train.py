@@ -54,9 +54,12 @@ def assert_same_arrays(tree_a, tree_b):
     np.testing.assert_array_equal(a, b)
 
 
-def test_one_and_four_devices_give_the_same_step(tmp_path):
-  # Two processes (XLA_FLAGS is read when jax is imported), side by side.
-  outs = {num_devices: tmp_path / f"step_{num_devices}.npz" for num_devices in (1, 4)}
+def one_step_on_one_and_four_devices(folder):
+  """{device count: the arrays multidevice_step.py saved}, its two processes run side by side.
+
+  Each is a process of its own: XLA_FLAGS is read when jax is imported.
+  """
+  outs = {num_devices: folder / f"step_{num_devices}.npz" for num_devices in (1, 4)}
   processes = {num_devices: subprocess.Popen(
       [sys.executable, os.path.join(REPO, "tests", "multidevice_step.py"), str(num_devices),
        str(out)], cwd=REPO) for num_devices, out in outs.items()}
@@ -67,7 +70,15 @@ def test_one_and_four_devices_give_the_same_step(tmp_path):
     for process in processes.values():
       if process.poll() is None:
         process.kill()
-  results = {num_devices: dict(np.load(out)) for num_devices, out in outs.items()}
+  return {num_devices: dict(np.load(out)) for num_devices, out in outs.items()}
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {"one step": one_step_on_one_and_four_devices}
+
+
+def test_one_and_four_devices_give_the_same_step(background_runs):
+  results = background_runs["one step"].result()
   one, four = results[1], results[4]
   np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-5)
   np.testing.assert_allclose(one["grad_norm"], four["grad_norm"], rtol=1e-4)
