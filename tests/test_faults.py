@@ -332,12 +332,17 @@ def test_bad_training_file_is_refused_with_file_line_and_reason(tmp_path, name, 
   assert complete_steps(tmp_path / "run") == []
 
 
-def test_bad_training_file_through_main_is_one_error_line(tmp_path):
+def train_on_a_binary_file(tmp_path):
+  """(data folder, main.py's result) of training on a binary train.txt."""
   bad_dir = tmp_path / "inputs"
   bad_dir.mkdir()
   (bad_dir / "train.txt").write_bytes(b"\x00\x01garbage")
-  result = run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
-                    f"--config.data_dir={bad_dir}")
+  return bad_dir, run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
+                           f"--config.data_dir={bad_dir}")
+
+
+def test_bad_training_file_through_main_is_one_error_line(background_runs):
+  bad_dir, result = background_runs["binary training file"].result()
   assert result.returncode == 2
   assert one_error_line(result.stderr) == (
       f"error: {bad_dir / 'train.txt'}:1: binary data (NUL byte), not a text file")
@@ -427,13 +432,23 @@ def test_training_data_batching_and_step_fields_are_checked(tmp_path):
   assert "digit_order must be 'printed' or 'reversed' (got 'backwards')" in message
 
 
-def test_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path):
+def train_on_three_devices(tmp_path):
+  """(folder, main.py's result) of training batches of 64 on 3 devices."""
+  return tmp_path, run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
+                            f"--config.data_dir={tmp_path / 'inputs'}", "--config.batch_size=64",
+                            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {"binary training file": train_on_a_binary_file,
+                   "3 devices": train_on_three_devices}
+
+
+def test_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path, background_runs):
   with pytest.raises(config_checks.ConfigError, match="use a multiple of 3"):
     config_checks.check_config(tiny_config(tmp_path, batch_size=64), num_devices=3)
   config_checks.check_config(tiny_config(tmp_path, batch_size=66), num_devices=3)
-  result = run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
-                    f"--config.data_dir={tmp_path / 'inputs'}", "--config.batch_size=64",
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+  tmp_path, result = background_runs["3 devices"].result()
   assert result.returncode == 2, result.stderr[-3000:]
   assert "batch_size=64 does not divide over 3 devices: use a multiple of 3" in result.stderr
   assert "Traceback" not in result.stderr
