@@ -4,6 +4,7 @@ and long subprocess runs started when the session begins, beside the tests."""
 import concurrent.futures
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from typing import NamedTuple
@@ -122,21 +123,26 @@ def tiny_run_copy(tiny_run, tmp_path) -> pathlib.Path:
 
 # --- Long runs of subprocesses, beside the tests -----------------------------------------
 #
-# Most tests keep one core busy. A few check what long runs of subprocesses
+# Most tests keep one core busy. Some only check what runs of subprocesses
 # leave (processes training together, the notebook run from top to bottom,
-# the GPU script's rehearsal): a test module names those runs in
-# BACKGROUND_RUNS = {name: function(folder) -> result}, and its tests get
-# their results from the `background_runs` fixture. The session starts the
-# runs its selected tests use when it begins, one after the other in a thread
-# of their own, so that they run beside the other tests instead of after
-# them; a test then waits only for what is left of its run.
+# the GPU script's rehearsal, main.py refusing a config): a test module names
+# those runs in BACKGROUND_RUNS = {name: function(folder) -> result}, and its
+# tests get their results from the `background_runs` fixture. The session
+# starts the runs its selected tests use when it begins, one after the other
+# in a thread of their own, so that they run beside the other tests instead
+# of after them; a test then waits only for what is left of its run.
 
 
 @pytest.fixture(scope="session")
 def _background():
-  """The thread the long runs take turns in; the session's end waits for a run still going."""
-  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="background-run") as pool:
-    yield pool
+  """The thread the long runs take turns in.
+
+  The session's end (also one cut short, by -x) drops the runs not started
+  and waits for the one going.
+  """
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="background-run")
+  yield pool
+  pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +159,7 @@ def _background_futures(request, _background, tmp_path_factory):
     for name, function in getattr(module, "BACKGROUND_RUNS", {}).items():
       key = (module.__name__, name)
       if key not in futures:
-        folder = tmp_path_factory.mktemp(f"background_{module.__name__}_{name}".replace(" ", "_"))
+        folder = tmp_path_factory.mktemp(re.sub(r"\W+", "_", f"{module.__name__}_{name}"))
         futures[key] = _background.submit(function, folder)
   return futures
 
