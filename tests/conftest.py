@@ -1,11 +1,17 @@
-"""Shared test fixtures."""
+"""Shared test fixtures: the tiny config's data, one tiny run trained once per session,
+and long subprocess runs started when the session begins, beside the tests."""
 
+import concurrent.futures
 import os
 import pathlib
+import re
+import shutil
 import tempfile
 from typing import NamedTuple
 
 import pytest
+
+from xla_flags import NO_LLVM_OPTIMISATION
 
 # One persistent compilation cache for the whole test run, shared with the
 # subprocesses tests start: the tiny config's steps then compile once.
@@ -14,16 +20,29 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="poly
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA's LLVM optimisation off, here and in the subprocesses tests start (as
+# tests/multihost_run.py does; tests/xla_flags.py says why and which runs
+# keep it). A test that sets XLA_FLAGS for its subprocess (a device count)
+# replaces this with its own flags.
+if NO_LLVM_OPTIMISATION not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {NO_LLVM_OPTIMISATION}".strip()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Real lines of the original dataset live beside the checkout, never inside it.
+# Real lines of the original dataset live beside the checkout, never inside it;
+# the subprocesses and background runs tests start read the same path.
 REAL_DEV = pathlib.Path(
     os.environ.get("POLYFLAX_REAL_DEV", REPO_ROOT.parent / "shared" / "data" / "real_dev.txt"))
+os.environ["POLYFLAX_REAL_DEV"] = str(REAL_DEV)
 
+# The tiny config's data in every test that trains on it: 2,000 generated
+# lines (seed 0), split into 1,520 training lines (23 steps of 64 an epoch),
+# 80 validation lines and 400 test lines.
+GENERATED_SIZE = 2000
+DATA_SEED = 0
 
-# Fixtures that train a model: every test that uses one is slow (see pytest.ini).
-TRAINING_FIXTURES = {"tiny_run", "exported", "trained", "reference", "rising_run", "runs",
-                     "short_run"}
+# Fixtures that train a model: every test that uses one (or a fixture built on
+# one) is slow (see pytest.ini).
+TRAINING_FIXTURES = {"tiny_run", "short_run", "rising_run", "runs"}
 
 
 def pytest_collection_modifyitems(items):
@@ -41,22 +60,118 @@ def real_dev_lines():
     return [line.rstrip("\n") for line in f if line.strip()]
 
 
-class TinyRun(NamedTuple):
-  """A tiny run trained once for the whole test session: share it, never write into it."""
-  config: "ml_collections.ConfigDict"  # configs/tiny.py on `data_dir`, one epoch of 2,000 lines
-  data_dir: pathlib.Path  # its generated splits
-  workdir: pathlib.Path  # its checkpoints, events and run record
+def _files(folder: pathlib.Path) -> dict[str, tuple[int, int]]:
+  """{relative path: (size, modification time)} of every file under `folder`."""
+  return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+          for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def _unchanged(folder: pathlib.Path, before: dict[str, tuple[int, int]], what: str) -> None:
+  """Fails the session's last user of a shared folder if a test wrote into it."""
+  after = _files(folder)
+  changed = sorted(name for name in before.keys() | after.keys()
+                   if before.get(name) != after.get(name))
+  assert not changed, (f"a test wrote into {what} {folder}, shared by the whole session "
+                       f"(copy it first): {changed[:10]}")
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> TinyRun:
+def data_dir(tmp_path_factory) -> pathlib.Path:
+  """The tiny config's generated data and its splits, shared: read it, never write into it.
+
+  A config of the tiny config on this folder must keep generated_size=2000
+  and data_seed=0, or preparing its data would rewrite the splits.
+  """
+  from polyflax import data  # after the environment above is set
+  path = tmp_path_factory.mktemp("inputs")
+  data.ensure_splits(path, DATA_SEED, generated_size=GENERATED_SIZE)
+  before = _files(path)
+  yield path
+  _unchanged(path, before, "the data folder")
+
+
+class TinyRun(NamedTuple):
+  """A tiny run trained once for the whole test session: share it, never write into it."""
+  config: "ml_collections.ConfigDict"  # configs/tiny.py on `data_dir`, one epoch of 2,000 lines
+  data_dir: pathlib.Path  # its generated splits (the `data_dir` fixture)
+  workdir: pathlib.Path  # its checkpoints (steps 12 and 23), events and run record
+
+
+@pytest.fixture(scope="session")
+def tiny_run(data_dir, tmp_path_factory) -> TinyRun:
   """One tiny run trained for one epoch, for every test that only reads a trained run.
 
-  A test that changes the workdir (resumes it, damages a checkpoint, exports
-  into it) copies it first: `shutil.copytree(tiny_run.workdir, tmp_path / "run")`.
+  configs/tiny.py as it is: validation (and a checkpoint) at steps 12 and 23,
+  the last one the best. A test that changes the workdir (resumes it,
+  damages a checkpoint, exports or evaluates into it) copies it first:
+  the `tiny_run_copy` fixture.
   """
   from polyflax import config_files, train  # after the environment above is set
   root = tmp_path_factory.mktemp("tiny_run")
-  config = config_files.tiny(root / "inputs", generated_size=2000, max_epochs=1)
+  config = config_files.tiny(data_dir, generated_size=GENERATED_SIZE, max_epochs=1)
   train.train_and_evaluate(config, str(root / "run"))
-  return TinyRun(config, root / "inputs", root / "run")
+  before = _files(root / "run")
+  yield TinyRun(config, data_dir, root / "run")
+  _unchanged(root / "run", before, "the tiny run's workdir")
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> pathlib.Path:
+  """A copy of the tiny run's workdir in this test's tmp_path, for a test that changes it."""
+  return pathlib.Path(shutil.copytree(tiny_run.workdir, tmp_path / "tiny_run"))
+
+
+# --- Long runs of subprocesses, beside the tests -----------------------------------------
+#
+# Most tests keep one core busy. Some only check what runs of subprocesses
+# leave (processes training together, the notebook run from top to bottom,
+# the GPU script's rehearsal, main.py refusing a config): a test module names
+# those runs in BACKGROUND_RUNS = {name: function(folder) -> result}, and its
+# tests get their results from the `background_runs` fixture. The session
+# starts the runs its selected tests use when it begins, one after the other
+# in a thread of their own, so that they run beside the other tests instead
+# of after them; a test then waits only for what is left of its run.
+
+
+@pytest.fixture(scope="session")
+def _background():
+  """The thread the long runs take turns in.
+
+  The session's end (also one cut short, by -x) drops the runs not started
+  and waits for the one going.
+  """
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="background-run")
+  yield pool
+  pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def _background_futures(request, _background, tmp_path_factory):
+  """{(module name, run name): future} of the runs of every module a selected test gets them for.
+
+  Started in the order the tests come, each in a folder of its own.
+  """
+  futures = {}
+  for item in request.session.items:
+    if "background_runs" not in getattr(item, "fixturenames", ()):
+      continue
+    module = item.module
+    for name, function in getattr(module, "BACKGROUND_RUNS", {}).items():
+      key = (module.__name__, name)
+      if key not in futures:
+        folder = tmp_path_factory.mktemp(re.sub(r"\W+", "_", f"{module.__name__}_{name}"))
+        futures[key] = _background.submit(function, folder)
+  return futures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_background_runs(_background_futures):
+  """Starts the long runs as the session begins (the fixture above does, once)."""
+
+
+@pytest.fixture(scope="module")
+def background_runs(request, _background_futures):
+  """{name: future result} of the test module's BACKGROUND_RUNS, started with the session."""
+  module = request.module.__name__
+  return {name: future for (owner, name), future in _background_futures.items()
+          if owner == module}

@@ -9,7 +9,9 @@ import os
 import sys
 
 num_devices, out_path = int(sys.argv[1]), sys.argv[2]
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+# After the flags the tests set for every process (conftest.py), so both runs compile alike.
+os.environ["XLA_FLAGS"] = (f"{os.environ.get('XLA_FLAGS', '')} "
+                           f"--xla_force_host_platform_device_count={num_devices}").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -6,16 +6,22 @@ in bfloat16 must follow the same run in float32 closely, and the shipped
 model must score the same in either.
 """
 
+import json
+import os
 import pathlib
+import subprocess
+import sys
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from checkpoint_files import read_arrays
 
 from polyflax import config_files
-from polyflax import evaluate
 from polyflax import events
 from polyflax import inference
-from polyflax import train
+from xla_flags import optimised_environment
 
 # Every test here trains or decodes at length (see pytest.ini).
 pytestmark = pytest.mark.slow
@@ -42,13 +48,70 @@ def _losses(workdir):
           [value for _, value in events.latest_by_step(scalars["val/loss"])])
 
 
-def test_a_tiny_run_trains_in_bfloat16_as_in_float32(tmp_path):
-  runs = {}
+def train_in_float32_and_in_bfloat16(folder):
+  """{dtype: workdir} of one tiny run in each, trained by main.py side by side.
+
+  Each run generates the same data (3,000 lines, seed 0) in a folder of its own.
+  """
+  processes = {}
   for dtype in ("float32", "bfloat16"):
-    config = config_files.tiny(tmp_path / "data", generated_size=3000, max_epochs=2,
-                               log_every_steps=5, compute_dtype=dtype)
-    train.train_and_evaluate(config, str(tmp_path / dtype))
-    runs[dtype] = _losses(tmp_path / dtype)
+    with open(folder / f"{dtype}.log", "w", encoding="utf-8") as log:
+      processes[dtype] = subprocess.Popen(
+          [sys.executable, "main.py", "--config", "configs/tiny.py",
+           "--workdir", str(folder / dtype), f"--config.data_dir={folder / f'data_{dtype}'}",
+           "--config.generated_size=3000", "--config.max_epochs=2",
+           "--config.log_every_steps=5", f"--config.compute_dtype={dtype}"],
+          cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+  for dtype, process in processes.items():
+    status = process.wait(timeout=600)
+    assert status == 0, f"{dtype}: {(folder / f'{dtype}.log').read_text()[-3000:]}"
+  return {dtype: folder / dtype for dtype in processes}
+
+
+def evaluate_shipped_in_float32_and_in_bfloat16(folder):
+  """{dtype: metrics} of main.py's evaluation of the shipped model on the first 512 real lines.
+
+  The two evaluations run side by side, with the XLA flags users run with
+  (tests/xla_flags.py).
+  """
+  real = pathlib.Path(os.environ.get("POLYFLAX_REAL_DEV", ""))
+  if not real.is_file():
+    pytest.skip(f"real lines not found at {real}")
+  with open(real, encoding="utf-8") as f:
+    lines = [line.rstrip("\n") for line in f if line.strip()][:512]
+  # The first 512 real lines, in a file outside the checkout.
+  test_file = folder / "real_dev_512.txt"
+  test_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  processes = {}
+  for dtype in ("float32", "bfloat16"):
+    with open(folder / f"{dtype}.log", "w", encoding="utf-8") as log:
+      processes[dtype] = subprocess.Popen(
+          [sys.executable, "main.py", "--config", "configs/cpu.py", "--workdir", str(SHIPPED),
+           "--mode=evaluate", f"--config.compute_dtype={dtype}",
+           f"--config.eval.test_file={test_file}", f"--config.eval.output_dir={folder / dtype}",
+           "--config.eval.examples_to_print=0"],
+          cwd=REPO_ROOT, env=optimised_environment(), stdout=log, stderr=subprocess.STDOUT)
+  for dtype, process in processes.items():
+    status = process.wait(timeout=900)
+    assert status == 0, f"{dtype}: {(folder / f'{dtype}.log').read_text()[-3000:]}"
+  return {dtype: json.loads((folder / dtype / "metrics.json").read_text(encoding="utf-8"))
+          for dtype in processes}
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {"float32 and bfloat16": train_in_float32_and_in_bfloat16,
+                   "shipped model": evaluate_shipped_in_float32_and_in_bfloat16}
+
+
+def test_a_tiny_run_trains_in_bfloat16_as_in_float32(background_runs):
+  workdirs = background_runs["float32 and bfloat16"].result()
+  runs = {dtype: _losses(workdir) for dtype, workdir in workdirs.items()}
+  # The parameters and the optimizer state stay float32 in the checkpoint.
+  last = max(int(name) for name in os.listdir(workdirs["bfloat16"] / "checkpoints")
+             if name.isdigit())
+  state = read_arrays(workdirs["bfloat16"] / "checkpoints" / str(last) / "state")
+  assert {leaf.dtype for leaf in jax.tree.leaves(state)
+          if np.issubdtype(leaf.dtype, np.floating)} == {np.dtype(np.float32)}
 
   (train_32, val_32), (train_16, val_16) = runs["float32"], runs["bfloat16"]
   assert len(train_16) == len(train_32) == 17 and len(val_16) == len(val_32) == 4
@@ -58,28 +121,19 @@ def test_a_tiny_run_trains_in_bfloat16_as_in_float32(tmp_path):
   gaps = [abs(low - full) / full
           for low, full in zip(train_16 + val_16, train_32 + val_32)]
   assert max(gaps) <= RELATIVE_TOLERANCE, gaps
-  # And the run did compute in bfloat16: the same program in float32 on the
-  # CPU gives identical losses.
-  assert max(gaps) > 0
+  # And the run did compute in bfloat16 from its first step: the same
+  # program in float32 on the CPU gives identical losses.
+  assert gaps[0] > 0 and max(gaps) > 0
 
 
-def test_the_shipped_model_scores_the_same_in_bfloat16(real_dev_lines, tmp_path):
-  # The first 512 real lines, in a file outside the checkout.
-  test_file = tmp_path / "real_dev_512.txt"
-  test_file.write_text("\n".join(real_dev_lines[:512]) + "\n", encoding="utf-8")
-  scores = {}
-  for dtype in ("float32", "bfloat16"):
-    config = config_files.load(REPO_ROOT / "configs" / "cpu.py", [
-        f"--config.compute_dtype={dtype}", f"--config.eval.test_file={test_file}",
-        f"--config.eval.output_dir={tmp_path / dtype}",
-        "--config.eval.examples_to_print=0"])
-    if dtype == "bfloat16":
-      # The exported model's own config (compute_dtype 'auto', float32 on a
-      # CPU) must not override the one asked for.
-      assert inference.restore_for_inference(config, str(SHIPPED)).model_cfg.dtype == jnp.bfloat16
-    metrics = evaluate.evaluate_workdir(config, str(SHIPPED))
-    assert metrics["num_examples"] == 512
-    scores[dtype] = metrics["exact_match"]
+def test_the_shipped_model_scores_the_same_in_bfloat16(background_runs, real_dev_lines):
+  # The exported model's own config (compute_dtype 'auto', float32 on a CPU)
+  # must not override the one asked for.
+  config = config_files.load(REPO_ROOT / "configs" / "cpu.py", ["--config.compute_dtype=bfloat16"])
+  assert inference.restore_for_inference(config, str(SHIPPED)).model_cfg.dtype == jnp.bfloat16
+  metrics = background_runs["shipped model"].result()
+  assert [metrics[dtype]["num_examples"] for dtype in ("float32", "bfloat16")] == [512, 512]
+  scores = {dtype: metrics[dtype]["exact_match"] for dtype in metrics}
   # Within 0.002 (one line in 512); 0.9980 in both when measured.
   assert abs(scores["bfloat16"] - scores["float32"]) <= 0.002, scores
   assert scores["float32"] >= 0.99, scores

@@ -32,7 +32,8 @@ def entries(directory):
   return os.listdir(directory) if os.path.isdir(directory) else []
 
 
-def test_cache_is_on_in_the_users_cache_folder_and_can_be_moved_or_turned_off(tmp_path):
+def on_then_moved_then_off(tmp_path):
+  """The cache in its default folder, then moved, then turned off two ways, checked at each."""
   default = tmp_path / "user_cache" / "polyflax" / "jax"
   assert run(tmp_path).stdout.split() == [str(default)] * 2
   assert entries(default)  # the compiled function was written
@@ -47,10 +48,25 @@ def test_cache_is_on_in_the_users_cache_folder_and_can_be_moved_or_turned_off(tm
     assert not entries(default)
 
 
-def test_a_cache_folder_that_cannot_be_made_turns_the_cache_off_with_a_warning(tmp_path):
+def cache_folder_under_a_file(tmp_path):
+  """(the file in the way, PROGRAM's result) with the cache asked for in a folder under a file."""
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
-  result = run(tmp_path, JAX_COMPILATION_CACHE_DIR=str(blocker / "jax"))
+  return blocker, run(tmp_path, JAX_COMPILATION_CACHE_DIR=str(blocker / "jax"))
+
+
+# Each runs fresh processes only: started when the session begins, beside the
+# other tests (conftest.py).
+BACKGROUND_RUNS = {"on, moved, off": on_then_moved_then_off,
+                   "folder under a file": cache_folder_under_a_file}
+
+
+def test_cache_is_on_in_the_users_cache_folder_and_can_be_moved_or_turned_off(background_runs):
+  background_runs["on, moved, off"].result()
+
+
+def test_a_cache_folder_that_cannot_be_made_turns_the_cache_off_with_a_warning(background_runs):
+  blocker, result = background_runs["folder under a file"].result()
   assert result.stdout.split() == ["None", "off"]
   assert any(line.startswith(f"warning: compilation cache off: cannot make {blocker / 'jax'} ")
              for line in result.stderr.splitlines()), result.stderr

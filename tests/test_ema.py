@@ -16,7 +16,7 @@ from checkpoint_files import read_arrays
 from flax import nnx
 
 from polyflax import checkpoints, cli, config_checks, config_files, experiment, inference
-from polyflax import models, run_record, steps, train, validation
+from polyflax import models, steps, train, validation
 from polyflax import vocab as vocab_lib
 
 # The fields of a checkpoint's state before EMA existed.
@@ -124,30 +124,6 @@ def test_ema_decay_is_off_by_default_and_must_be_in_zero_one():
   for bad in (1.0, -0.1):
     with pytest.raises(config_checks.ConfigError, match=r"ema_decay must be in \[0, 1\)"):
       config_checks.check_config(config_files.set_fields(config, {"ema_decay": bad}))
-
-
-def test_the_store_reads_the_average_as_the_model_when_saved(tmp_path):
-  trained = {"w": jnp.full((4,), 1.0, jnp.float32)}
-  averaged = {"w": jnp.full((4,), 0.5, jnp.float32)}
-  plain = {"step": jnp.int32(1), "params": trained, "opt_state": {"mu": jnp.zeros(4)},
-           "rng": jnp.zeros(2, jnp.uint32)}
-  record = run_record.RunRecord(model={}, iterator={}, skipped_steps=0, command="test",
-                                versions={}, devices="test", saved_at="test")
-  store = checkpoints.CheckpointStore(str(tmp_path))
-  store.save(1, plain, record)
-  store.save(2, dict(plain, ema_params=averaged), record)
-  store.close()
-  store = checkpoints.CheckpointStore(str(tmp_path), read_only=True)
-  try:
-    assert store.saved_fields(1) == PLAIN_FIELDS
-    assert store.model_params_field(1) == checkpoints.PARAMS_FIELD
-    assert store.model_params_field(2) == checkpoints.EMA_PARAMS_FIELD
-    abstract = checkpoints.abstract_like(trained)
-    np.testing.assert_array_equal(
-        store.restore_params(2, abstract, field=store.model_params_field(2))["w"], 0.5)
-    np.testing.assert_array_equal(store.restore_params(2, abstract)["w"], 1.0)
-  finally:
-    store.close()
 
 
 # ---------------------------------------------------------------------------

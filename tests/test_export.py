@@ -2,6 +2,7 @@
 
 import ast
 import itertools
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -43,7 +44,7 @@ def imported_modules(path):
 
 # The modules only training imports.
 TRAINING_MODULES = {"train", "experiment", "steps", "validation", "signals", "run_log",
-                    "progress"}
+                    "progress", "run_lock", "run_summary"}
 
 
 @pytest.mark.parametrize("path", ["polyflax/evaluate.py", "polyflax/predict.py",
@@ -52,42 +53,46 @@ TRAINING_MODULES = {"train", "experiment", "steps", "validation", "signals", "ru
                                   "polyflax/export.py", "polyflax/decode.py",
                                   "polyflax/model_setup.py", "polyflax/workdir.py",
                                   "polyflax/run_record.py", "polyflax/checkpoints.py",
-                                  "bench/bench_decode.py"])
+                                  "polyflax/checkpoint_error.py", "polyflax/eval_batches.py",
+                                  "polyflax/bucketing.py", "bench/bench_decode.py"])
 def test_inference_code_does_not_import_training_code(path):
   assert not imported_modules(REPO / path) & TRAINING_MODULES
 
 
-def test_evaluating_and_exporting_never_load_the_training_module():
+def training_modules_loaded_for_inference(folder):
+  """What a fresh process importing the inference modules has loaded of TRAINING_MODULES."""
+  del folder  # writes nothing
   code = ("import sys; from polyflax import cli, evaluate, export, inference, predict; "
           f"print(sorted(m for m in sys.modules if m.startswith('polyflax.') "
           f"and m[len('polyflax.'):] in {TRAINING_MODULES!r}))")
-  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, check=True)
+  return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                        timeout=300, check=True)
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {"inference imports": training_modules_loaded_for_inference}
+
+
+def test_evaluating_and_exporting_never_load_the_training_module(background_runs):
+  result = background_runs["inference imports"].result()
   assert result.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------
-# A tiny run, exported.
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  """(config, data folder, training workdir) of a tiny run trained for one epoch."""
-  root = tmp_path_factory.mktemp("export_run")
-  config = config_files.tiny(root / "inputs", generated_size=2000, max_epochs=1)
-  train.train_and_evaluate(config, str(root / "run"))
-  return config, root / "inputs", root / "run"
+# The session's tiny run (conftest.py), exported.
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
-  """(exported folder, a copy of the training workdir made after the export)."""
-  config, _, run = tiny_run
+  """(exported folder, the copy of the training workdir it was exported from, moved away after)."""
+  root = tmp_path_factory.mktemp("export_run")
+  run, moved = root / "run", root / "run_moved_away"
+  shutil.copytree(tiny_run.workdir, run)
   target = tmp_path_factory.mktemp("shipped") / "tiny"
-  moved = run.parent / "run_moved_away"
-  config = config_files.set_fields(config_files.tiny(config.data_dir), {"export.dir": str(target)})
+  config = config_files.set_fields(config_files.tiny(tiny_run.data_dir),
+                                   {"export.dir": str(target)})
   assert cli.run("export", config, str(run)) == 0
-  shutil.copytree(run, moved)
+  run.rename(moved)
   return target, moved
 
 
@@ -95,7 +100,7 @@ def test_exported_folder_holds_parameters_config_vocab_and_model_card(exported, 
   folder, _ = exported
   assert sorted(os.listdir(folder)) == ["config.json", "model.json", "params", "vocab.json"]
   card = json.loads((folder / "model.json").read_text())
-  saved_run_config = json.loads((tiny_run[2] / "config.json").read_text())
+  saved_run_config = json.loads((tiny_run.workdir / "config.json").read_text())
   assert card["format"] == inference.EXPORT_FORMAT
   assert card["parameters"] == 22_560
   assert card["step"] == 23  # 1,520 examples in batches of 64: the last, best checkpoint
@@ -181,12 +186,12 @@ def test_exported_folder_files_and_size_are_small(exported):
 
 
 def test_exported_folder_names_no_path_of_the_machine_that_wrote_it(exported, tiny_run):
-  folder, _ = exported
+  folder, moved = exported
   card = json.loads((folder / "model.json").read_text())
   assert card["trained_with"]["checkpoint"] == os.path.join("checkpoints", "23")
   # The config keeps what the user gave (this test's data_dir is absolute);
   # the files Orbax writes and the card's record of the source must not.
-  local_paths = (str(tiny_run[2].parent), str(folder.parent))
+  local_paths = (str(tiny_run.workdir.parent), str(moved.parent), str(folder.parent))
   for path in (folder / "params").rglob("*"):
     if path.is_file():
       content = path.read_bytes()
@@ -198,29 +203,35 @@ def run_main(*args, stdin=None):
                         capture_output=True, text=True, input=stdin, timeout=600)
 
 
+def run_main_side_by_side(*runs):
+  """`run_main(*args, stdin=stdin)` of each (args, stdin), all at once; their results in order."""
+  with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+    return list(pool.map(lambda run: run_main(*run[0], stdin=run[1]), runs))
+
+
 def test_evaluate_and_predict_from_the_exported_folder_alone(exported, tiny_run, tmp_path):
   folder, moved = exported
-  _, data_dir, run = tiny_run
   copy = tmp_path / "tiny"
   shutil.copytree(folder, copy)  # no training workdir, no optimizer state anywhere near
   out = tmp_path / "eval"
-  result = run_main("--config", "configs/tiny.py", "--workdir", copy, "--mode=evaluate",
-                    f"--config.eval.output_dir={out}", "--config.eval.limit=40")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert result.stdout.splitlines()[-1].startswith("Final Score = ")
+  two_lines = "(k-15)*(2*k+29)\n(21-t)*(-6*t-4)\n"
+  # Four independent runs of main.py, side by side.
+  evaluated, predicted, from_run, from_export = run_main_side_by_side(
+      (("--config", "configs/tiny.py", "--workdir", copy, "--mode=evaluate",
+        f"--config.eval.output_dir={out}", "--config.eval.limit=40"), None),
+      (("--config", "configs/tiny.py", "--workdir", copy, "--mode=predict",
+        "--expr", "(k-15)*(2*k+29)"), None),
+      (("--config", "configs/tiny.py", "--workdir", moved, "--mode=predict"), two_lines),
+      (("--config", "configs/tiny.py", "--workdir", copy, "--mode=predict"), two_lines))
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert evaluated.stdout.splitlines()[-1].startswith("Final Score = ")
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["num_examples"] == 40
-  assert metrics["test_file"] == str(data_dir / "test_set.txt")  # the run's own split
+  assert metrics["test_file"] == str(tiny_run.data_dir / "test_set.txt")  # the run's own split
   assert metrics["step"] == 23
-  result = run_main("--config", "configs/tiny.py", "--workdir", copy, "--mode=predict",
-                    "--expr", "(k-15)*(2*k+29)")
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert len(result.stdout.splitlines()) == 1
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  assert len(predicted.stdout.splitlines()) == 1
   # The predictions equal those of the training run it came from.
-  from_run = run_main("--config", "configs/tiny.py", "--workdir", moved, "--mode=predict",
-                      stdin="(k-15)*(2*k+29)\n(21-t)*(-6*t-4)\n")
-  from_export = run_main("--config", "configs/tiny.py", "--workdir", copy, "--mode=predict",
-                         stdin="(k-15)*(2*k+29)\n(21-t)*(-6*t-4)\n")
   assert from_run.returncode == from_export.returncode == 0
   assert from_run.stdout == from_export.stdout
   assert sorted(os.listdir(copy)) == ["config.json", "model.json", "params", "vocab.json"]
@@ -228,7 +239,7 @@ def test_evaluate_and_predict_from_the_exported_folder_alone(exported, tiny_run,
 
 def test_training_an_exported_folder_is_refused_in_one_line(exported, tiny_run, capsys):
   folder, _ = exported
-  config = config_files.tiny(tiny_run[1], generated_size=2000, max_epochs=1)
+  config = config_files.tiny(tiny_run.data_dir, generated_size=2000, max_epochs=1)
   assert cli.run("train", config, str(folder)) == 2
   error = capsys.readouterr().err.strip()
   assert error.count("\n") == 0

@@ -1,17 +1,19 @@
-"""Faults: kill -9, SIGTERM and Ctrl-C, non-finite losses, bad checkpoints, data, configs, workdirs.
+"""Faults: kill -9, SIGTERM and Ctrl-C, non-finite losses, another model, data and configs.
 
-Every training run here is the tiny config for one epoch of the same small
-data dir: 23 steps, checkpoints at steps 6, 12, 18 and 23. Subprocesses run
-the real main.py and share the persistent compilation cache conftest.py sets.
+Every training run here is the tiny config for one epoch of the session's
+data folder (conftest.py): 23 steps, checkpoints at steps 6, 12, 18 and 23
+(tests/fault_runs.py). A run that must end as if never interrupted is
+compared with the session's tiny run, which ends in the same state (its
+validations and logs, at other steps, change nothing in training).
+Subprocesses run the real main.py and share the persistent compilation
+cache conftest.py sets. Faults of checkpoint files and of the workdir are
+tested in test_checkpoints.py and test_workdir.py.
 """
 
-import errno
-import glob
+import concurrent.futures
 import itertools
-import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,25 +21,14 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from checkpoint_files import read_arrays
 
-from polyflax import checkpoints, cli, config_checks, config_files, data, inference
+from polyflax import checkpoints, cli, config_checks, data, inference
 from polyflax import events, training_streams
 from polyflax import train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 23  # 1,520 training examples in batches of 64, one epoch
-OVERRIDES = {"generated_size": 2000, "max_epochs": 1, "val_check_interval": 0.25,
-             "val_exact_match_examples": 0, "log_every_steps": 3}
-TMP_SUFFIX = ".orbax-checkpoint-tmp"
-# A hang fails the test after this long (never a timing assertion).
-PATIENCE_S = 600
-
-
-def tiny_config(data_dir, **overrides):
-  return config_files.tiny(data_dir, **dict(OVERRIDES, **overrides))
+from fault_runs import (PATIENCE_S, OVERRIDES, REPO, STEPS, TMP_SUFFIX, assert_finite,
+                        checkpoint_entries, complete_steps, leftover_tmp_dirs, one_error_line,
+                        run_main, saved, tiny_config)
 
 
 def main_command(workdir, data_dir, *flags, held_step=None):
@@ -89,33 +80,6 @@ class Run:
         self.process.kill()
 
 
-def run_main(*args, env=None):
-  return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *map(str, args)],
-                        cwd=REPO, capture_output=True, text=True, timeout=PATIENCE_S,
-                        env=None if env is None else dict(os.environ, **env))
-
-
-def checkpoint_entries(workdir):
-  directory = os.path.join(workdir, "checkpoints")
-  return os.listdir(directory) if os.path.isdir(directory) else []
-
-
-def complete_steps(workdir):
-  return sorted(int(name) for name in checkpoint_entries(workdir) if name.isdigit())
-
-
-def leftover_tmp_dirs(workdir):
-  return [name for name in checkpoint_entries(workdir) if TMP_SUFFIX in name]
-
-
-def saved(workdir, step):
-  """(state, extra) of a checkpoint, read straight from its files."""
-  directory = os.path.join(workdir, "checkpoints", str(step))
-  state = read_arrays(os.path.join(directory, "state"))
-  with open(os.path.join(directory, "extra", "metadata"), encoding="utf-8") as f:
-    return state, json.load(f)
-
-
 def assert_same_state(workdir_a, workdir_b):
   step_a, step_b = complete_steps(workdir_a)[-1], complete_steps(workdir_b)[-1]
   assert step_a == step_b == STEPS
@@ -124,13 +88,6 @@ def assert_same_state(workdir_a, workdir_b):
   assert len(leaves_a) == len(leaves_b) > 10
   for a, b in zip(leaves_a, leaves_b):
     np.testing.assert_array_equal(a, b)
-
-
-def assert_finite(tree):
-  for leaf in jax.tree.leaves(tree):
-    leaf = np.asarray(leaf)
-    if np.issubdtype(leaf.dtype, np.floating):
-      assert np.isfinite(leaf).all()
 
 
 def read_scalars(workdir):
@@ -147,43 +104,15 @@ def purge_steps(workdir):
                 if event.session_log.status == event_pb2.SessionLog.START)
 
 
-def one_error_line(stderr):
-  """The `error: ...` line a user error prints, checking it is the only thing said."""
-  assert "Traceback" not in stderr, stderr[-3000:]
-  lines = [line for line in stderr.splitlines() if line.strip()]
-  assert lines and lines[-1].startswith("error: "), stderr[-3000:]
-  return lines[-1]
+# --- 1 and 2. kill -9, SIGTERM and Ctrl-C -----------------------------------------
+#
+# Three scenarios, each driving main.py subprocesses of its own, run side by
+# side (a subprocess mostly imports jax and compiles, on one core); each
+# returns the workdir it leaves, and its test checks the outcome.
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("inputs")
-  data.ensure_splits(path, 0, generated_size=OVERRIDES["generated_size"])
-  return path
-
-
-@pytest.fixture(scope="module")
-def reference(data_dir, tmp_path_factory):
-  """The workdir of an uninterrupted run (never modified by tests: copy it)."""
-  workdir = tmp_path_factory.mktemp("reference")
-  train.train_and_evaluate(tiny_config(data_dir), str(workdir))
-  assert complete_steps(workdir)[-1] == STEPS
-  return workdir
-
-
-@pytest.fixture
-def trained(tmp_path, reference):
-  """A copy of the reference workdir to damage."""
-  workdir = tmp_path / "trained"
-  shutil.copytree(reference, workdir)
-  return workdir
-
-
-# --- 1. kill -9 ---------------------------------------------------------------
-
-
-@pytest.mark.slow  # trains in subprocesses
-def test_killed_runs_resume_from_the_last_complete_checkpoint(tmp_path, data_dir, reference):
+def killed_twice_then_resumed(tmp_path, data_dir):
+  """kill -9 while starting, then while saving step 12; then the same command again."""
   workdir = tmp_path / "run"
   # Killed while starting (compiling), before any checkpoint.
   run = Run(main_command(workdir, data_dir), tmp_path / "startup")
@@ -206,15 +135,11 @@ def test_killed_runs_resume_from_the_last_complete_checkpoint(tmp_path, data_dir
   assert "resuming from checkpoint at step 6" in run.stdout()
   assert leftover_tmp_dirs(workdir) == []
   assert purge_steps(workdir) == [7]  # TensorBoard hides the killed run's steps 7..
-  assert_same_state(workdir, reference)
+  return workdir
 
 
-# --- 2. SIGTERM and Ctrl-C ------------------------------------------------------
-
-
-@pytest.mark.slow  # trains in subprocesses
-def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, data_dir,
-                                                                       reference):
+def stopped_by_sigterm_and_ctrl_c_then_resumed(tmp_path, data_dir):
+  """SIGTERM once a checkpoint is being written, Ctrl-C after the resume; then to the end."""
   workdir = tmp_path / "run"
   stopped_at = 0
   for signum in (signal.SIGTERM, signal.SIGINT):
@@ -242,12 +167,11 @@ def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(tmp_path, d
   run = Run(main_command(workdir, data_dir), tmp_path / "rerun")
   assert run.finish() == 0, run.stderr()[-3000:]
   assert f"resuming from checkpoint at step {stopped_at}" in run.stdout()
-  assert_same_state(workdir, reference)
+  return workdir
 
 
-@pytest.mark.slow  # trains in subprocesses
-def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_steps(
-    tmp_path, data_dir):
+def ctrl_c_during_a_held_step(tmp_path, data_dir):
+  """Ctrl-C while step 8 is held in flight; it is let go after the signal."""
   held = 8  # step 8 runs until the test lets it go, after sending SIGINT
   gate = tmp_path / "gate"
   gate.mkdir()
@@ -277,6 +201,36 @@ def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_step
   state, extra = saved(workdir, step)
   assert int(state["step"]) == step
   assert extra["iterator"] == {"seed": 0, "epoch": 0, "position": step}
+  return workdir
+
+
+INTERRUPTIONS = (killed_twice_then_resumed, stopped_by_sigterm_and_ctrl_c_then_resumed,
+                 ctrl_c_during_a_held_step)
+
+
+@pytest.fixture(scope="module")
+def interrupted(data_dir, tmp_path_factory):
+  """{scenario: future of the workdir it leaves} of INTERRUPTIONS, all started at once."""
+  with concurrent.futures.ThreadPoolExecutor(len(INTERRUPTIONS)) as pool:
+    yield {scenario: pool.submit(scenario, tmp_path_factory.mktemp(scenario.__name__), data_dir)
+           for scenario in INTERRUPTIONS}
+
+
+@pytest.mark.slow  # trains in subprocesses
+def test_killed_runs_resume_from_the_last_complete_checkpoint(interrupted, tiny_run):
+  workdir = interrupted[killed_twice_then_resumed].result()
+  assert_same_state(workdir, tiny_run.workdir)  # as if never killed
+
+
+@pytest.mark.slow  # trains in subprocesses
+def test_sigterm_and_ctrl_c_save_the_current_step_and_resume_exactly(interrupted, tiny_run):
+  workdir = interrupted[stopped_by_sigterm_and_ctrl_c_then_resumed].result()
+  assert_same_state(workdir, tiny_run.workdir)  # as if never stopped
+
+
+@pytest.mark.slow  # trains in subprocesses
+def test_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_within_two_steps(interrupted):
+  interrupted[ctrl_c_during_a_held_step].result()
 
 
 # --- 3. Non-finite losses ---------------------------------------------------------
@@ -331,11 +285,12 @@ def test_skip_nonfinite_steps_skips_the_step_and_counts_it(tmp_path, data_dir, m
   assert_finite(state)
 
 
-# --- 4. Checkpoints ------------------------------------------------------------------
+# --- 4. A checkpoint of another model ------------------------------------------------
 
 
-def test_checkpoint_of_another_model_shape_is_refused_with_what_differs(trained, data_dir,
+def test_checkpoint_of_another_model_shape_is_refused_with_what_differs(tiny_run_copy, data_dir,
                                                                          capsys):
+  trained = tiny_run_copy
   other = tiny_config(data_dir, **{"model.hidden_dim": 48})
   assert cli.run("train", other, str(trained)) == 2
   error = one_error_line(capsys.readouterr().err)
@@ -347,50 +302,6 @@ def test_checkpoint_of_another_model_shape_is_refused_with_what_differs(trained,
   os.remove(trained / "config.json")
   with pytest.raises(checkpoints.CheckpointError, match="hidden_dim: checkpoint 32, config 48"):
     inference.restore_for_inference(other, str(trained))
-
-
-def test_mismatched_or_unreadable_vocabulary_is_refused(trained, data_dir, capsys):
-  path = trained / "vocab.json"
-  tokens = json.loads(path.read_text())
-  tokens[14], tokens[15] = tokens[15], tokens[14]
-  path.write_text(json.dumps(tokens))
-  for mode in ("train", "evaluate"):
-    assert cli.run(mode, tiny_config(data_dir), str(trained)) == 2
-    error = one_error_line(capsys.readouterr().err)
-    assert f"vocabulary {path} does not match" in error
-    assert "id 14 is 'c' there and 'a' here" in error
-  path.write_text('["<pad>", "<bos>"')
-  assert cli.run("train", tiny_config(data_dir), str(trained)) == 2
-  assert f"cannot read the vocabulary {path}" in one_error_line(capsys.readouterr().err)
-
-
-def test_unreadable_run_config_is_refused_naming_the_file(trained, data_dir, capsys):
-  (trained / "config.json").write_text('{"model": {"hidden_dim": 3')
-  assert cli.run("evaluate", tiny_config(data_dir), str(trained)) == 2
-  error = one_error_line(capsys.readouterr().err)
-  assert error.startswith(f"error: cannot read the run's config {trained / 'config.json'}: ")
-
-
-def test_truncated_checkpoint_json_is_refused_naming_the_file(trained, data_dir, capsys):
-  metadata = trained / "checkpoints" / str(STEPS) / "extra" / "metadata"
-  metadata.write_text(metadata.read_text()[:40])
-  assert cli.run("train", tiny_config(data_dir), str(trained)) == 2
-  error = one_error_line(capsys.readouterr().err)
-  assert f"cannot read {trained / 'checkpoints' / str(STEPS) / 'extra'}" in error
-
-
-def test_truncated_checkpoint_arrays_are_one_error_line_through_main(trained, data_dir):
-  for path in glob.glob(str(trained / "checkpoints" / str(STEPS) / "state" / "**" / "d" / "*"),
-                        recursive=True):
-    with open(path, "r+b") as f:
-      f.truncate(os.path.getsize(path) // 2)
-  result = run_main("--config", "configs/tiny.py", "--workdir", trained,
-                    *[f"--config.{name}={value}" for name, value in OVERRIDES.items()],
-                    f"--config.data_dir={data_dir}")
-  assert result.returncode == 2, result.stderr[-3000:]
-  error = one_error_line(result.stderr)
-  assert f"cannot restore checkpoint {trained / 'checkpoints' / str(STEPS)}" in error
-  assert re.search(r"other checkpoints here: steps \[[\d, ]*12, 18\]", error), error
 
 
 # --- 5. Data files -------------------------------------------------------------------
@@ -421,12 +332,17 @@ def test_bad_training_file_is_refused_with_file_line_and_reason(tmp_path, name, 
   assert complete_steps(tmp_path / "run") == []
 
 
-def test_bad_training_file_through_main_is_one_error_line(tmp_path):
+def train_on_a_binary_file(tmp_path):
+  """(data folder, main.py's result) of training on a binary train.txt."""
   bad_dir = tmp_path / "inputs"
   bad_dir.mkdir()
   (bad_dir / "train.txt").write_bytes(b"\x00\x01garbage")
-  result = run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
-                    f"--config.data_dir={bad_dir}")
+  return bad_dir, run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
+                           f"--config.data_dir={bad_dir}")
+
+
+def test_bad_training_file_through_main_is_one_error_line(background_runs):
+  bad_dir, result = background_runs["binary training file"].result()
   assert result.returncode == 2
   assert one_error_line(result.stderr) == (
       f"error: {bad_dir / 'train.txt'}:1: binary data (NUL byte), not a text file")
@@ -489,116 +405,27 @@ def test_training_data_batching_and_step_fields_are_checked(tmp_path):
   assert "digit_order must be 'printed' or 'reversed' (got 'backwards')" in message
 
 
-def test_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path):
+def train_on_three_devices(tmp_path):
+  """(folder, main.py's result) of training batches of 64 on 3 devices."""
+  return tmp_path, run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
+                            f"--config.data_dir={tmp_path / 'inputs'}", "--config.batch_size=64",
+                            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {"binary training file": train_on_a_binary_file,
+                   "3 devices": train_on_three_devices}
+
+
+def test_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path, background_runs):
   with pytest.raises(config_checks.ConfigError, match="use a multiple of 3"):
     config_checks.check_config(tiny_config(tmp_path, batch_size=64), num_devices=3)
   config_checks.check_config(tiny_config(tmp_path, batch_size=66), num_devices=3)
-  result = run_main("--config", "configs/tiny.py", "--workdir", tmp_path / "run",
-                    f"--config.data_dir={tmp_path / 'inputs'}", "--config.batch_size=64",
-                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+  tmp_path, result = background_runs["3 devices"].result()
   assert result.returncode == 2, result.stderr[-3000:]
   assert "batch_size=64 does not divide over 3 devices: use a multiple of 3" in result.stderr
   assert "Traceback" not in result.stderr
   assert not os.path.exists(tmp_path / "inputs")
-
-
-# --- 8. Workdirs ---------------------------------------------------------------------
-
-
-def test_workdir_that_cannot_be_created_is_refused_before_anything_runs(tmp_path, capsys):
-  blocker = tmp_path / "a_file"
-  blocker.write_text("not a folder")
-  fresh = tmp_path / "inputs"
-  fresh.mkdir()
-  workdir = blocker / "run"
-  assert cli.run("train", tiny_config(fresh), str(workdir)) == 2
-  error = one_error_line(capsys.readouterr().err)
-  assert error.startswith(f"error: cannot write to {workdir}: ")
-  assert "Not a directory" in error
-  assert not os.listdir(fresh)  # no data generated
-
-
-def write_error(directory):
-  """The OSError of creating a file in `directory`, or None if that works."""
-  probe = directory / "probe"
-  try:
-    probe.write_text("")
-  except OSError as error:
-    return error
-  probe.unlink()
-  return None
-
-
-@pytest.fixture
-def read_only_folder(tmp_path):
-  """An empty folder this user cannot write to, root included.
-
-  Permission bits stop other users; root ignores them, so for root the
-  folder is made immutable (`chattr +i`, which root's writes obey too). The
-  test skips only where neither works (a filesystem without the attribute).
-  """
-  folder = tmp_path / "read_only"
-  folder.mkdir()
-  folder.chmod(0o500)
-  immutable = False
-  try:
-    if write_error(folder) is None:
-      immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True,
-                                 check=False).returncode == 0
-      if write_error(folder) is None:
-        pytest.skip(f"cannot make a folder read-only for this user here (chattr +i "
-                    f"{'had no effect' if immutable else 'failed'} on {folder})")
-    yield folder, write_error(folder)
-  finally:
-    if immutable:
-      subprocess.run(["chattr", "-i", str(folder)], check=True)
-    folder.chmod(0o700)
-
-
-def test_read_only_workdir_is_refused(read_only_folder, tmp_path, capsys):
-  workdir, error = read_only_folder
-  assert error.errno in (errno.EACCES, errno.EPERM)  # permission bits; immutable for root
-  assert cli.run("train", tiny_config(tmp_path / "inputs"), str(workdir)) == 2
-  assert one_error_line(capsys.readouterr().err).startswith(
-      f"error: cannot write to {workdir}: [Errno {error.errno}] {os.strerror(error.errno)}")
-  assert os.listdir(workdir) == []
-  assert not os.path.exists(tmp_path / "inputs")  # refused before any data was made
-
-
-@pytest.mark.slow  # trains
-def test_disk_full_while_saving_is_a_clear_error_and_the_last_checkpoint_restores(
-    tmp_path, data_dir, monkeypatch, capsys):
-  save_json = ocp.JsonCheckpointHandler._save_fn
-
-  async def disk_full_at_step_12(self, item, directory):
-    if directory.parent.name == f"12{TMP_SUFFIX}":
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory / "metadata"))
-    return await save_json(self, item, directory)
-
-  monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", disk_full_at_step_12)
-  workdir = tmp_path / "run"
-  assert cli.run("train", tiny_config(data_dir), str(workdir)) == 2
-  error = one_error_line(capsys.readouterr().err)
-  directory = workdir / "checkpoints"
-  assert error.startswith(f"error: could not save checkpoint {directory / '12'}: "
-                          "[Errno 28] No space left on device")
-  assert f"the last complete checkpoint, {directory / '6'}, is kept and restorable" in error
-  assert complete_steps(workdir) == [6]
-  monkeypatch.undo()
-
-  restored = inference.restore_for_inference(tiny_config(data_dir), str(workdir))
-  assert restored.step == 6
-  assert_finite(restored.params)
-  # A writable store (as the next run opens) clears the half-written step,
-  # in the background.
-  assert leftover_tmp_dirs(workdir) == [f"12{TMP_SUFFIX}"]
-  store = checkpoints.CheckpointStore(str(directory))
-  assert store.latest_step() == 6
-  deadline = time.monotonic() + PATIENCE_S
-  while leftover_tmp_dirs(workdir) and time.monotonic() < deadline:
-    time.sleep(0.01)
-  store.close()
-  assert leftover_tmp_dirs(workdir) == []
 
 
 def test_generated_cancel_fraction_is_checked_and_refused_for_the_split(tmp_path):

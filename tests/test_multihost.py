@@ -121,10 +121,13 @@ def checkpoint_params(workdir, step):
   return jax.tree.leaves(restored["params"])
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  """One process of 4 devices and two of 2, each stopped at step 7, resumed, evaluated."""
-  root = tmp_path_factory.mktemp("multihost")
+def train_single_and_pairs(root):
+  """One process of 4 devices and two of 2, each stopped at step 7, resumed, evaluated.
+
+  Runs of their own, not the session's tiny run: what is compared is how
+  processes joined through the distributed runtime train, save, resume and
+  evaluate, which only runs started as several processes show.
+  """
   single = spec(root, "single", [FIRST, CONTINUE, EVALUATE])
   first = spec(root, "multi", [FIRST])
   # A new pair of processes restores the checkpoint of step 7 and goes on.
@@ -138,6 +141,16 @@ def runs(tmp_path_factory):
     single_out = single_run.result()
   return {"root": root, "single": single, "multi": first, "single_out": single_out,
           "first_out": first_out, "second_out": second_out}
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {"single and pairs": train_single_and_pairs}
+
+
+@pytest.fixture(scope="module")
+def runs(background_runs):
+  """What `train_single_and_pairs` returned, once it is done."""
+  return background_runs["single and pairs"].result()
 
 
 def phase_records(out_dir, process_id):

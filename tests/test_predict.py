@@ -1,12 +1,13 @@
-"""Prediction's input checks, and what it says of the model's confidence.
+"""Prediction: which strings the model is asked about, how they are spelt, the predict mode,
+and what it says of the model's confidence.
 
-Which strings the model is asked about, and how they are spelt; the
-confidence column of --tsv, the flags of doubtful answers, the notes about
-the whole model, and calibrating an exported folder in place (on the shared
-tiny run). The predict mode end to end is also tested in test_evaluate.py
-and in test_shipped_model.py with the shipped model.
+The predict mode end to end runs main.py on the session's tiny run
+(conftest.py); so do the confidence column of --tsv, the flags of doubtful
+answers, the notes about the whole model, and calibrating an exported folder
+in place. test_shipped_model.py runs predict with the shipped model.
 """
 
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -18,11 +19,11 @@ import hypothesis
 from hypothesis import strategies as st
 import pytest
 
-from polyflax import algebra, calibration, cli, config_files, generate, predict
+from polyflax import algebra, calibration, cli, config_files, decode, generate, inference
+from polyflax import input_pipeline, predict
 from polyflax import vocab as vocab_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
 VOCAB = vocab_lib.Vocab.default()
 LOWER_CASE = str.maketrans("ACHIJKNOSTXYZ", "achijknostxyz")
 
@@ -301,3 +302,85 @@ def test_flags_tsv_confidence_and_in_place_calibration_of_an_exported_tiny_run(t
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
       f"error: {run} holds no model.json: not an exported model folder")
+# The predict mode end to end, on the session's tiny run.
+
+
+def run_main(tiny_run, *flags, stdin=None):
+  """Runs main.py on the tiny run; stdin and outputs are bytes."""
+  command = [sys.executable, "main.py", "--config", "configs/tiny.py",
+             "--workdir", str(tiny_run.workdir),
+             f"--config.data_dir={tiny_run.data_dir}", "--config.generated_size=2000", *flags]
+  return subprocess.run(command, cwd=REPO, capture_output=True, input=stdin, timeout=600)
+
+
+# Lines of standard input: good, empty, undecodable, refused, too long, spaced out.
+STANDARD_INPUT = (b"(k-15)*(2*k+29)\n\n\xff\xfe\nk**3\n" + b"(" * 100_000 + b"\n"
+                  + b" sin(k) * ( 3 - sin(k) )\r\n")
+# The predict mode's runs of main.py: (flags, standard input) by name.
+PREDICT_RUNS = {
+    "good expression": (["--mode=predict", "--expr", "(2*k+29)*(k-15)"], None),
+    "malformed expression": (["--mode=predict", "--expr", "(k-15)*(2*k+29\x1b[0m\n"], None),
+    "standard input": (["--mode=predict"], STANDARD_INPUT),
+}
+
+
+@pytest.fixture(scope="module")
+def predict_mode(tiny_run):
+  """{name: future result of main.py} of PREDICT_RUNS, all started at once, side by side."""
+  with concurrent.futures.ThreadPoolExecutor(len(PREDICT_RUNS)) as pool:
+    yield {name: pool.submit(run_main, tiny_run, *flags, stdin=stdin)
+           for name, (flags, stdin) in PREDICT_RUNS.items()}
+
+
+@pytest.fixture(scope="module")
+def expand_in_process(tiny_run):
+  """Expands one data-spelt expression with the tiny run's best checkpoint, in this process."""
+  config = tiny_run.config
+  model = inference.restore_for_inference(config, str(tiny_run.workdir))
+  decoder = decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
+                           max_len=model.model_cfg.max_len,
+                           batching=input_pipeline.batching(config, model.mesh,
+                                                            buckets=(model.model_cfg.max_len,)))
+  return lambda factored: decoder.decode_texts([factored], batch_size=1)[0]
+
+
+def test_predict_mode_expands_a_good_expression(predict_mode, expand_in_process):
+  result = predict_mode["good expression"].result()
+  stderr = result.stderr.decode()
+  assert result.returncode == 0, stderr[-3000:]
+  assert "error" not in stderr and "Traceback" not in stderr
+  # The model's answer for the data's spelling of the product.
+  assert result.stdout.decode().splitlines() == [expand_in_process("(k-15)*(2*k+29)")]
+
+
+def test_predict_mode_refuses_a_malformed_expression_in_one_line(predict_mode):
+  result = predict_mode["malformed expression"].result()
+  assert result.returncode == 1
+  assert result.stdout == b""
+  (line,) = result.stderr.decode().splitlines()
+  assert line.startswith("error: unknown token '\\x1b'"), line
+
+
+def test_predict_mode_answers_each_line_of_standard_input_in_its_place(predict_mode,
+                                                                     expand_in_process):
+  result = predict_mode["standard input"].result()
+  stderr = result.stderr.decode()
+  assert result.returncode == 1
+  assert "Traceback" not in stderr
+  answers = result.stdout.decode().split("\n")
+  assert answers[-1] == "" and len(answers) == 7, answers  # one line per input line
+  assert answers[1] == ""  # an empty line for an empty one
+  assert [answer.startswith("error: ") for answer in answers[:6]] == [
+      False, False, True, True, True, False]
+  assert answers[0] and answers[5]
+  assert "exponent 3" in answers[3] and "too long" in answers[4]
+  errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+  assert [error.split(":")[:2] for error in errors] == [
+      ["error", " line 3"], ["error", " line 4"], ["error", " line 5"]], stderr
+  # Besides: the run is barely trained and has no threshold (tested below).
+  assert [line.split(" ")[0] for line in stderr.splitlines() if line not in errors] == [
+      "warning:", "note:"], stderr
+  assert errors[1] == "error: line 4: " + answers[3][len("error: "):]
+  # The answers are the decoder's own, in the data's spelling.
+  assert [answers[0], answers[5]] == [expand_in_process("(k-15)*(2*k+29)"),
+                                      expand_in_process("(3-sin(k))*sin(k)")]

@@ -1,4 +1,7 @@
-"""Training end to end on the tiny config: data parallelism, resume, logs, checkpoints."""
+"""Training end to end on the tiny config: data parallelism, resume, logs, checkpoints.
+
+The runs train on the session's data folder (conftest.py).
+"""
 
 import glob
 import json
@@ -13,7 +16,7 @@ import pytest
 from checkpoint_files import read_arrays
 from polyflax.events import latest_by_step, read_scalars
 
-from polyflax import checkpoints, cli, config_files, inference, progress, train
+from polyflax import checkpoints, cli, config_files, inference, train
 from polyflax import vocab as vocab_lib
 
 # Every test here trains or decodes at length (see pytest.ini).
@@ -53,13 +56,31 @@ def assert_same_arrays(tree_a, tree_b):
     np.testing.assert_array_equal(a, b)
 
 
-def test_one_and_four_devices_give_the_same_step(tmp_path):
-  results = {}
-  for num_devices in (1, 4):
-    out = tmp_path / f"step_{num_devices}.npz"
-    subprocess.run([sys.executable, os.path.join(REPO, "tests", "multidevice_step.py"),
-                    str(num_devices), str(out)], check=True, cwd=REPO, timeout=300)
-    results[num_devices] = dict(np.load(out))
+def one_step_on_one_and_four_devices(folder):
+  """{device count: the arrays multidevice_step.py saved}, its two processes run side by side.
+
+  Each is a process of its own: XLA_FLAGS is read when jax is imported.
+  """
+  outs = {num_devices: folder / f"step_{num_devices}.npz" for num_devices in (1, 4)}
+  processes = {num_devices: subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "tests", "multidevice_step.py"), str(num_devices),
+       str(out)], cwd=REPO) for num_devices, out in outs.items()}
+  try:
+    for process in processes.values():
+      assert process.wait(timeout=300) == 0
+  finally:
+    for process in processes.values():
+      if process.poll() is None:
+        process.kill()
+  return {num_devices: dict(np.load(out)) for num_devices, out in outs.items()}
+
+
+# Started when the session begins, beside the other tests (conftest.py).
+BACKGROUND_RUNS = {"one step": one_step_on_one_and_four_devices}
+
+
+def test_one_and_four_devices_give_the_same_step(background_runs):
+  results = background_runs["one step"].result()
   one, four = results[1], results[4]
   np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-5)
   np.testing.assert_allclose(one["grad_norm"], four["grad_norm"], rtol=1e-4)
@@ -68,11 +89,6 @@ def test_one_and_four_devices_give_the_same_step(tmp_path):
   assert len(names) > 10
   for name in names:
     np.testing.assert_allclose(one[name], four[name], atol=2e-6, rtol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("inputs")
 
 
 def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, data_dir, capsys):
@@ -147,28 +163,32 @@ def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_d
   assert error.endswith("use the data and seed it was trained with, or another --workdir")
 
 
-def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
-  workdir = tmp_path / "run"
+def test_main_trains_logs_checkpoints_and_resumes(tiny_run_copy, data_dir):
+  # The session's tiny run is this command's first run, made in-process by the
+  # same function main.py calls (test_faults.py runs main.py to the end).
+  workdir = tiny_run_copy
   command = [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
              f"--config.data_dir={data_dir}", "--config.generated_size=2000",
              "--config.max_epochs=1"]
-  first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert first.returncode == 0, first.stderr[-3000:]
-  assert "parameters" in first.stdout
   assert glob.glob(str(workdir / "events.out.tfevents.*"))
   assert os.path.exists(workdir / "config.json") and os.path.exists(workdir / "vocab.json")
   steps = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
   assert steps
+  # Run again, main.py resumes the finished run and ends with its closing lines.
+  second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "parameters" in second.stdout
+  assert f"resuming from checkpoint at step {steps[-1]}" in second.stdout
   tags = set(read_scalars(workdir))
   for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/examples_per_second",
               "val/loss", "val/token_accuracy", "val/sequence_accuracy", "val/exact_match"):
     assert tag in tags, tags
   # It ends saying what it reached, where it is and what to run next, with the
   # config file and workdir it was given.
-  closing = first.stdout.splitlines()[-6:]
+  closing = second.stdout.splitlines()[-6:]
   reached = re.fullmatch(r"training done: (\d+) steps, 1\.00 epochs; best validation exact "
                          r"match (\d\.\d{4}) at step (\d+) \((\d+) validations\)", closing[0])
-  assert reached, first.stdout[-3000:]
+  assert reached, second.stdout[-3000:]
   assert int(reached.group(1)) == steps[-1]
   history = latest_record(str(workdir)).validation_history
   best = max(history, key=lambda entry: (entry["exact_match"], -entry["loss"]))
@@ -192,9 +212,6 @@ def test_main_trains_logs_checkpoints_and_resumes(tmp_path, data_dir):
                              capture_output=True, text=True, timeout=600)
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert f"(step {best_step})" in evaluated.stdout
-  second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-  assert second.returncode == 0, second.stderr[-3000:]
-  assert f"resuming from checkpoint at step {steps[-1]}" in second.stdout
 
 
 def test_fast_dev_run_writes_nothing(tmp_path, data_dir):
@@ -208,58 +225,6 @@ def test_config_over_the_parameter_cap_is_refused(tmp_path, data_dir, capsys):
   config = tiny_config(data_dir, max_params=1000)
   assert cli.run("train", config, str(tmp_path / "big")) == 2
   assert "over the cap" in capsys.readouterr().err
-
-
-def test_time_estimate_says_once_how_long_the_rest_of_a_cpu_run_takes():
-  now = [0.0]
-  clock = lambda: now[0]
-  estimate = progress.TimeEstimate(5000, backend="cpu", skip_steps=5, measure_steps=10,
-                                   clock=clock)
-  said = []
-  for step in range(1, 40):
-    # The first steps of a session are slow (compilation, warming up): not timed.
-    now[0] += 2.0 if step > 6 else 30.0
-    said.append(estimate.observe(step))
-  lines = [line for line in said if line]
-  # Steps 1-5 skipped, the clock starts at step 6 and reads 10 steps later; then never again.
-  assert len(lines) == 1 and said.index(lines[0]) == 15
-  assert lines[0].startswith("note: no GPU or TPU: the remaining 4,984 steps take about 2.8 h "
-                             "at the speed of steps 7-16 (2.00 s a step")
-  assert "configs/cpu.py" in lines[0]
-  for backend, total_steps in (("gpu", 5000), ("cpu", 1000)):  # an accelerator; under an hour
-    quiet = progress.TimeEstimate(total_steps, backend=backend, skip_steps=5,
-                                  measure_steps=10, clock=clock)
-    assert not any(quiet.observe(step) for step in range(1, 40))
-
-
-def test_a_step_is_handed_over_only_once_the_step_two_before_it_is_done():
-  events = []
-
-  class Step:  # the metric sums of a step, recording when they are waited for
-    def __init__(self, number):
-      self.number = number
-
-    def block_until_ready(self):
-      events.append(("done", self.number))
-      return self
-
-  class Bar:
-    n = 0
-
-    def update(self, count):
-      self.n += count
-
-  bar = Bar()
-  in_flight = progress.InFlight(bar, first_step=10)
-  for number in range(11, 16):
-    in_flight.make_room()
-    events.append(("hand over", number))
-    in_flight.add(Step(number))
-    assert in_flight.finished == 10 + bar.n == max(10, number - 2)
-  assert events == [("hand over", 11), ("hand over", 12), ("done", 11), ("hand over", 13),
-                    ("done", 12), ("hand over", 14), ("done", 13), ("hand over", 15)]
-  in_flight.wait()
-  assert in_flight.finished == 15 and bar.n == 5
 
 
 def test_a_run_with_reversed_digits_records_them_and_resumes_only_with_them(tmp_path, data_dir,
