@@ -1,4 +1,4 @@
-"""The recipe for a 2-core CPU: the most exact match from a run that fits one sitting of 2.5 h.
+"""The recipe for a 2-core CPU: the most exact match from a run that fits one sitting of 2.5 hours.
 
   python main.py --config configs/cpu.py --workdir runs/cpu     # the same command resumes it
 
@@ -53,7 +53,7 @@ def get_config():
   # narrower model takes a higher peak than red's.
   config.learning_rate = 2e-3
   config.warmup_steps = 500
-  # 5 whole epochs (9,998 steps of 64 an epoch), to fit one sitting of 2.5 h; whole, so
+  # 5 whole epochs (9,998 steps of 64 an epoch), to fit one sitting of 2.5 hours; whole, so
   # evaluation knows exactly which lines were seen in training.
   config.max_epochs = 5
   config.max_steps = 0
