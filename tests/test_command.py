@@ -160,3 +160,18 @@ def test_help_texts_quote_no_measured_figure(help_text):
   for text in (help_text, own):
     assert not MEASURED.search(text), MEASURED.search(text)
   assert "docs/results.md" in help_text
+
+
+# ---------------------------------------------------------------------------
+# The installed `polyflax` command, `python -m polyflax` and `python main.py` are one command.
+
+
+@pytest.mark.parametrize("entry", ["python -m polyflax", "polyflax"])
+def test_every_entry_point_gives_main_py_help_and_errors(entry, tmp_path):
+  for args in (["--help"],
+               ["--config", "configs/tiny.py", "--workdir", str(tmp_path), "--config.no_such=1"]):
+    expected, got = run_command("main.py", *args), run_command(entry, *args)
+    assert (got.returncode, got.stdout, got.stderr) == (
+        expected.returncode, expected.stdout, expected.stderr), args
+  assert "Trains, evaluates or queries a polyflax model" in run_command(entry, "--help").stdout
+  assert "error: --config.no_such: no such field" in got.stderr and got.returncode == 2

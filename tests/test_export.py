@@ -146,14 +146,20 @@ def test_a_card_whose_calibration_holds_no_threshold_is_refused_in_one_line(expo
   assert calibration.CARD_KEY not in inference.read_model_card(str(copy))
 
 
-def test_export_without_the_validation_split_says_how_to_make_it(tiny_run, tmp_path, capsys):
-  config, _, run = tiny_run
+def copy_without_data(run, tmp_path):
+  """(an empty data folder, a copy of `run` whose config.json names it)."""
   empty = tmp_path / "no_data"
   copy = tmp_path / "run"
   shutil.copytree(run, copy)
   saved = json.loads((copy / "config.json").read_text())
   saved["data_dir"] = str(empty)
   (copy / "config.json").write_text(json.dumps(saved))
+  return empty, copy
+
+
+def test_export_without_the_validation_split_says_how_to_make_it(tiny_run, tmp_path, capsys):
+  config, _, run = tiny_run
+  empty, copy = copy_without_data(run, tmp_path)
   target = tmp_path / "exported"
   config = config_files.set_fields(config_files.tiny(empty), {"export.dir": str(target)})
   assert cli.run("export", config, str(copy)) == 2
@@ -273,12 +279,7 @@ def test_inference_restores_parameters_only(tiny_run, monkeypatch):
 def test_evaluation_never_generates_data_and_says_how_to_make_the_split(tiny_run, tmp_path,
                                                                         capsys):
   config, _, run = tiny_run
-  empty = tmp_path / "no_data"
-  copy = tmp_path / "run"
-  shutil.copytree(run, copy)
-  saved = json.loads((copy / "config.json").read_text())
-  saved["data_dir"] = str(empty)
-  (copy / "config.json").write_text(json.dumps(saved))
+  empty, copy = copy_without_data(run, tmp_path)
   assert cli.run("evaluate", config_files.tiny(empty), str(copy)) == 2
   error = capsys.readouterr().err.strip()
   assert error.count("\n") == 0
