@@ -37,6 +37,12 @@ def get_config():
   # 'generated' only: this fraction, in [0, 1), of each epoch's lines cancel their
   # linear term (`361-25*h**2`), the rows models fail most; 0: the data's share.
   config.generated_cancel_fraction = 0.0
+  # 'generated' only: fractions of each epoch's lines whose linear coefficient
+  # s = a*d+b*c nearly cancels (1 <= |s| <= 9: its sign goes wrong) or is at the
+  # range's edge (|s| >= 300: its tens digit goes wrong), the rows the data holds
+  # few of (polyflax/row_mix.py); 0: the data's share. All three sum below 1.
+  config.generated_near_cancel_fraction = 0.0
+  config.generated_edge_fraction = 0.0
 
   # --- model ---------------------------------------------------------------
   # The reference's shape: 3+3 layers of width 256 with 8 heads and

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ml_collections
 
 from polyflax import bucketing
+from polyflax import row_mix
 from polyflax import vocab as vocab_lib
 
 # The allowed values of the config's choice fields, defined here once; the
@@ -27,6 +28,24 @@ _POSITIVE_INTS = (
     "model.encoder_layers", "model.decoder_layers", "model.encoder_ff_dim",
     "model.decoder_ff_dim", "eval.batch_size", "eval.beam_size",
 )
+
+
+def _row_mix_problems(config) -> list[str]:
+  """What is wrong with the generated stream's row mix (`generated_*_fraction`)."""
+  problems, shares = [], {}
+  for name in row_mix.RowMix.state_keys():
+    share = config.get(name, 0.0)
+    if (not isinstance(share, (int, float)) or isinstance(share, bool)
+        or not 0.0 <= share < 1.0):
+      problems.append(f"{name} must be in [0, 1) (got {share!r})")
+    elif share and config.train_data != "generated":
+      problems.append(f"{name}={share!r} applies to train_data='generated' only: "
+                      "set train_data='generated', or leave it 0")
+    else:
+      shares[name] = share
+  if not problems and sum(shares.values()) >= 1.0:
+    problems.append(f"{' + '.join(shares)} must sum below 1 (got {sum(shares.values())!r})")
+  return problems
 
 
 def _get(config: ml_collections.ConfigDict, dotted: str):
@@ -74,13 +93,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
     value = _get(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       problems.append(f"{name} must be an integer >= 0 (got {value!r})")
-  cancel_fraction = config.generated_cancel_fraction
-  if (not isinstance(cancel_fraction, (int, float)) or isinstance(cancel_fraction, bool)
-      or not 0.0 <= cancel_fraction < 1.0):
-    problems.append(f"generated_cancel_fraction must be in [0, 1) (got {cancel_fraction!r})")
-  elif cancel_fraction and config.train_data != "generated":
-    problems.append(f"generated_cancel_fraction={cancel_fraction!r} applies to "
-                    "train_data='generated' only: set train_data='generated', or leave it 0")
+  problems += _row_mix_problems(config)
   buckets = tuple(config.length_buckets)
   if (not buckets or any(not isinstance(b, int) or b <= 0 for b in buckets)
       or list(buckets) != sorted(set(buckets))):

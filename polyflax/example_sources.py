@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from polyflax import data as data_lib
-from polyflax import generate
+from polyflax import row_mix
 from polyflax import vocab as vocab_lib
 
 # Mixed into the seeds of generated training lines (any constant would do).
@@ -59,19 +59,19 @@ def load_split(
 
 
 def generated_lines(seed: int, examples_per_epoch: int, epoch: int, chunk: int, *,
-                    cancel_fraction: float = 0.0) -> list[str]:
+                    mix: row_mix.RowMix = row_mix.RowMix()) -> list[str]:
   """The `factored=expanded` lines of chunk `chunk` of epoch `epoch` of a generated stream.
 
   Chunk 0 has `examples_per_epoch` lines, later chunks a twentieth of that.
   Each (epoch, chunk) has its own generator seed, derived from (`seed`,
   epoch, chunk) and distinct from the seed that generates the fixed dataset
-  whose validation and test splits a run is scored on; `cancel_fraction` of
-  the lines are rows whose linear term cancels (see `generate.generate_lines`).
+  whose validation and test splits a run is scored on; `mix` says what share
+  of the lines are rows of each class (see `row_mix.mixed_lines`).
   """
   count = examples_per_epoch if chunk == 0 else max(1, examples_per_epoch // 20)
   chunk_seed = int(np.random.SeedSequence(
       [seed, _GENERATED_STREAM_TAG, epoch, chunk]).generate_state(1)[0])
-  return generate.generate_lines(count, chunk_seed, cancel_fraction=cancel_fraction)
+  return row_mix.mixed_lines(count, chunk_seed, mix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +79,7 @@ class GeneratedExamples:
   """The source of a generated training stream: fresh lines for every (epoch, chunk), encoded.
 
   `lines(epoch, chunk)` are `generated_lines(seed, examples_per_epoch,
-  epoch, chunk, cancel_fraction=...)`; `encode` turns lines into the
+  epoch, chunk, mix=...)`; `encode` turns lines into the
   (src, tgt) id arrays a stream batches. A plain record, so it can run in
   another process (see `training_streams.GeneratedTrainIterator`).
   """
@@ -87,11 +87,10 @@ class GeneratedExamples:
   max_len: int
   seed: int
   examples_per_epoch: int
-  cancel_fraction: float = 0.0
+  mix: row_mix.RowMix = row_mix.RowMix()
 
   def lines(self, epoch: int, chunk: int) -> list[str]:
-    return generated_lines(self.seed, self.examples_per_epoch, epoch, chunk,
-                           cancel_fraction=self.cancel_fraction)
+    return generated_lines(self.seed, self.examples_per_epoch, epoch, chunk, mix=self.mix)
 
   def encode(self, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """int32 [len(lines), max_len] source and target ids of `factored=expanded` lines."""
@@ -102,10 +101,8 @@ class GeneratedExamples:
 
 def generated_examples(vocab: vocab_lib.Vocab, max_len: int, seed: int,
                        examples_per_epoch: int, *,
-                       cancel_fraction: float = 0.0) -> GeneratedExamples:
+                       mix: row_mix.RowMix = row_mix.RowMix()) -> GeneratedExamples:
   """Fresh lines for a generated stream, checked: see `GeneratedExamples`."""
   if examples_per_epoch < 1:
     raise ValueError(f"examples_per_epoch must be positive, got {examples_per_epoch}")
-  if not 0.0 <= cancel_fraction < 1.0:
-    raise ValueError(f"cancel_fraction must be in [0, 1), got {cancel_fraction!r}")
-  return GeneratedExamples(vocab, max_len, seed, int(examples_per_epoch), float(cancel_fraction))
+  return GeneratedExamples(vocab, max_len, seed, int(examples_per_epoch), mix)

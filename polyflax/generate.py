@@ -119,7 +119,7 @@ class SampledRows:
     ]
 
 
-def _nonzero_values(value_range: tuple[int, int]) -> np.ndarray:
+def nonzero_values(value_range: tuple[int, int]) -> np.ndarray:
   low, high = value_range
   values = np.arange(low, high + 1, dtype=np.int64)
   return values[values != 0]
@@ -127,8 +127,8 @@ def _nonzero_values(value_range: tuple[int, int]) -> np.ndarray:
 
 def _sample_factors(rng: np.random.Generator, n: int, config: GeneratorConfig) -> np.ndarray:
   """Draws n factors (a, b) as an (n, 2) int64 array."""
-  coefficient_values = _nonzero_values(config.coefficient_range)
-  constant_values = _nonzero_values(config.constant_range)
+  coefficient_values = nonzero_values(config.coefficient_range)
+  constant_values = nonzero_values(config.constant_range)
   unit_coefficient = rng.random(n) < config.unit_coefficient_probability
   coefficients = coefficient_values[rng.integers(0, len(coefficient_values), n)]
   zero_constant = rng.random(n) < config.zero_constant_probability
@@ -142,7 +142,7 @@ def _sample_factors(rng: np.random.Generator, n: int, config: GeneratorConfig) -
 BLOCK_SIZE = 1 << 16
 
 
-def _sample_units(rng: np.random.Generator, n: int, config: GeneratorConfig) -> np.ndarray:
+def sample_units(rng: np.random.Generator, n: int, config: GeneratorConfig) -> np.ndarray:
   """Draws n units as indices into `algebra.UNITS`: a weighted variable, maybe wrapped in trig."""
   variable_slots = np.array([index for index, var in enumerate(algebra.VARIABLES)
                              for _ in range(VARIABLE_WEIGHTS[var])], dtype=np.int64)
@@ -154,7 +154,7 @@ def _sample_units(rng: np.random.Generator, n: int, config: GeneratorConfig) -> 
 
 
 def _sample_block(rng: np.random.Generator, n: int, config: GeneratorConfig) -> SampledRows:
-  unit_ids = _sample_units(rng, n, config)
+  unit_ids = sample_units(rng, n, config)
   first = _sample_factors(rng, n, config)
   second = _sample_factors(rng, n, config)
   if config.square_probability > 0:
@@ -326,96 +326,25 @@ class _RowPrinter:
     return out
 
 
-def is_cancelling(rows: SampledRows) -> np.ndarray:
-  """Per row, whether it is a product of two binomials whose linear term cancels.
-
-  (a*u + b)*(c*u + d) with b, d != 0 and a*d + b*c = 0: the expansion has
-  no linear term, e.g. `361-25*h**2` or `18*o**2-242`.
-  """
-  a, b = rows.first[:, 0], rows.first[:, 1]
-  c, d = rows.second[:, 0], rows.second[:, 1]
-  return (b != 0) & (d != 0) & (a * d + b * c == 0)
-
-
-def _coefficient_probabilities(config: GeneratorConfig) -> dict[int, float]:
+def coefficient_probabilities(config: GeneratorConfig = DEFAULT_CONFIG) -> dict[int, float]:
   """The probability of each coefficient of u that `_sample_factors` draws."""
-  values = _nonzero_values(config.coefficient_range).tolist()
+  values = nonzero_values(config.coefficient_range).tolist()
   drawn = (1 - config.unit_coefficient_probability) / len(values)
   probabilities = {value: drawn for value in values}
   probabilities[1] = probabilities.get(1, 0.0) + config.unit_coefficient_probability
   return probabilities
 
 
-def cancelling_pairs(config: GeneratorConfig = DEFAULT_CONFIG) -> tuple[np.ndarray, np.ndarray]:
-  """Every cancelling factor pair the sampler can draw, with its probability among them.
-
-  Returns (pairs, probabilities): pairs is a (k, 4) int64 array of
-  (a, b, c, d), the factors (a*u + b, c*u + d) in the order they are drawn,
-  with b, d != 0 and a*d + b*c = 0; probabilities (k,) float64, summing to
-  1, is the sampler's distribution of two drawn factors conditioned on being
-  such a pair (a coefficient's weight times the other's: the constants are
-  uniform). So rows drawn from it are the generator's own cancelling rows,
-  only more of them.
-  """
-  coefficient_probability = _coefficient_probabilities(config)
-  coefficients = np.array(sorted(coefficient_probability), dtype=np.int64)
-  constants = _nonzero_values(config.constant_range)
-  a, b, c, d = np.meshgrid(coefficients, constants, coefficients, constants, indexing="ij")
-  cancels = a * d + b * c == 0
-  pairs = np.stack([a[cancels], b[cancels], c[cancels], d[cancels]], axis=1)
-  weight_of = np.array([coefficient_probability[int(k)] for k in coefficients])
-  index_of = {int(k): i for i, k in enumerate(coefficients)}
-  weights = (weight_of[[index_of[int(k)] for k in pairs[:, 0]]]
-             * weight_of[[index_of[int(k)] for k in pairs[:, 2]]])
-  if not len(pairs):
-    raise ValueError(f"the generator {config} cannot draw a cancelling pair")
-  return pairs, weights / weights.sum()
-
-
-def sample_cancelling_rows(rng: np.random.Generator, n: int,
-                           config: GeneratorConfig = DEFAULT_CONFIG) -> SampledRows:
-  """Draws n rows whose linear term cancels (see `is_cancelling`), as the generator draws them.
-
-  The unit is drawn as for every row, the factors from `cancelling_pairs`:
-  the generator's distribution conditioned on cancelling, drawn exactly
-  rather than by rejection (only about 1 row in 200 cancels).
-  """
-  pairs, probabilities = cancelling_pairs(config)
-  unit_ids = _sample_units(rng, n, config)
-  chosen = pairs[rng.choice(len(pairs), size=n, p=probabilities)]
-  return SampledRows(unit_ids=unit_ids, first=chosen[:, :2].copy(), second=chosen[:, 2:].copy())
-
-
-# Mixed into the seed of the cancelling rows of `generate_lines` (any constant would do).
-_CANCELLING_TAG = 0xCA9C
-
-
-def generate_lines(n: int, seed: int, config: GeneratorConfig = DEFAULT_CONFIG, *,
-                   cancel_fraction: float = 0.0) -> list[str]:
+def generate_lines(n: int, seed: int, config: GeneratorConfig = DEFAULT_CONFIG) -> list[str]:
   """n `factored=expanded` lines (without newline), deterministic for a seed.
 
-  Args:
-    n: how many lines.
-    seed: the lines are a function of (n, seed, config, cancel_fraction).
-    config: the generating process.
-    cancel_fraction: in [0, 1): round(cancel_fraction * n) of the rows, at
-      places drawn from the seed, are replaced by rows drawn from
-      `sample_cancelling_rows`, to train on more of the rows whose linear
-      term cancels. The rows left are the generator's own, about 0.5% of
-      which also cancel. 0 (the default): exactly the generator's rows, so
-      the first n lines of a seed do not depend on n; with more, they do.
+  The lines are a function of (n, seed, config), and the first n lines of a
+  seed do not depend on n (`sample_rows`). `row_mix.mixed_lines` makes lines
+  with more of some classes of rows, for training.
   """
-  if not 0.0 <= cancel_fraction < 1.0:
-    raise ValueError(f"cancel_fraction must be in [0, 1), got {cancel_fraction!r}")
-  if n == 0:
-    return []
-  rows = sample_rows(n, seed, config)
-  replaced = round(cancel_fraction * n)
-  if replaced:
-    rng = np.random.default_rng([seed, _CANCELLING_TAG])
-    places = rng.choice(n, size=replaced, replace=False)
-    cancelling = sample_cancelling_rows(rng, replaced, config)
-    rows.unit_ids[places] = cancelling.unit_ids
-    rows.first[places] = cancelling.first
-    rows.second[places] = cancelling.second
-  return _RowPrinter(config).lines(rows)
+  return print_lines(sample_rows(n, seed, config), config)
+
+
+def print_lines(rows: SampledRows, config: GeneratorConfig = DEFAULT_CONFIG) -> list[str]:
+  """The `factored=expanded` lines of sampled rows, printed as the data prints them."""
+  return _RowPrinter(config).lines(rows) if len(rows.unit_ids) else []

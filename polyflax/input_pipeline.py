@@ -25,6 +25,7 @@ import numpy as np
 from polyflax import bucketing
 from polyflax import eval_batches
 from polyflax import example_sources
+from polyflax import row_mix
 from polyflax import training_streams
 from polyflax import vocab as vocab_lib
 
@@ -90,7 +91,7 @@ def _generated_stream(config, vocab: vocab_lib.Vocab, batching: bucketing.Batchi
   """The stream of lines generated from the config's `data_seed`, every epoch afresh."""
   source = example_sources.generated_examples(
       vocab, config.max_len, config.data_seed, examples_per_epoch,
-      cancel_fraction=config.generated_cancel_fraction)
+      mix=row_mix.RowMix.from_config(config))
   return training_streams.GeneratedTrainIterator(source, batch_size=config.batch_size,
                                                  seed=config.seed, batching=batching,
                                                  in_process=in_process)

@@ -23,7 +23,7 @@ checkpoints keep it (`run_record.RunRecord.iterator`).
 Generated stream (`GeneratedTrainIterator`, `train_data="generated"`): the
 same batches over examples generated afresh for every epoch, so a long run
 meets millions of distinct rows instead of the same 760,000 each epoch. Its
-state adds "generated_per_epoch" (and "generated_cancel_fraction" when not 0).
+state adds "generated_per_epoch" (and the row mix's shares not 0, `RowMix.state_fields`).
 
 What a state has trained on (`trained_lines`): given a saved state, a stream
 says which lines its batches held before it, epoch by epoch, on every
@@ -41,12 +41,11 @@ from typing import Callable, Iterator, Mapping, Protocol, Sequence, runtime_chec
 import numpy as np
 
 from polyflax import bucketing
+from polyflax import row_mix
 from polyflax.bucketing import Batch, Batching
 
 # The state key that tells a generated stream's state from a split's.
 _GENERATED_STATE_KEY = "generated_per_epoch"
-# The generated stream's share of rows whose linear term cancels, when not 0.
-_CANCEL_FRACTION_STATE_KEY = "generated_cancel_fraction"
 # A generated epoch whose buckets do not fill its batches takes more chunks, up to this many.
 _MAX_CHUNKS = 100
 
@@ -294,12 +293,12 @@ class GeneratedSource(Protocol):
   `lines(epoch, chunk)` must return the same lines for the same (epoch,
   chunk) on every call and every process (a seeded generator): chunk 0
   holds `examples_per_epoch` lines; `encode` makes their (src, tgt) ids.
-  `examples_per_epoch` and `cancel_fraction` (the share of rows whose linear
-  term cancels) go into the stream's state, so a resume with other lines is
-  refused.
+  `examples_per_epoch` and `mix` (the shares of rows of each class, a
+  `row_mix.RowMix`) go into the stream's state, so a resume with other lines
+  is refused.
   """
   examples_per_epoch: int
-  cancel_fraction: float
+  mix: row_mix.RowMix
 
   def lines(self, epoch: int, chunk: int) -> list[str]: ...
 
@@ -351,7 +350,7 @@ class GeneratedTrainIterator:
     self._source = source
     # Recorded in the state, so a resume with other lines is refused.
     self._examples_per_epoch = int(source.examples_per_epoch)
-    self._cancel_fraction = float(source.cancel_fraction)
+    self._mix_state = source.mix.state_fields()
     self._settings = dict(batch_size=batch_size, seed=seed, batching=batching)
     first = self._epoch_iterator(0, needed=0)  # raises ValueError as TrainIterator does
     # Epoch 0's layout: later epochs serve as many batches, bucket sizes alike.
@@ -448,9 +447,8 @@ class GeneratedTrainIterator:
     """The position in the stream, as plain ints."""
     state = {"seed": self._seed, "epoch": self._epoch, "position": self._position,
              _GENERATED_STATE_KEY: self._examples_per_epoch}
-    if self._cancel_fraction:  # a state without it is of a stream of the data's own mix
-      state[_CANCEL_FRACTION_STATE_KEY] = self._cancel_fraction
-    return state
+    # Only the shares not 0: a state without them is of a stream of the data's own mix.
+    return {**state, **self._mix_state}
 
   def _checked_state(self, state: Mapping[str, int]) -> tuple[int, int]:
     """Where `state` resumes; ValueError if malformed, of a split's stream or other settings."""
@@ -463,10 +461,10 @@ class GeneratedTrainIterator:
     if (seed, per_epoch) != (self._seed, self._examples_per_epoch):
       raise ValueError(f"iterator state has seed {seed} and {per_epoch} examples per epoch, "
                        f"this stream {self._seed} and {self._examples_per_epoch}")
-    cancel_fraction = float(state.get(_CANCEL_FRACTION_STATE_KEY, 0.0))
-    if cancel_fraction != self._cancel_fraction:
-      raise ValueError(f"iterator state has generated_cancel_fraction={cancel_fraction}, "
-                       f"this stream {self._cancel_fraction}")
+    for key in row_mix.RowMix.state_keys():
+      theirs, ours = float(state.get(key, 0.0)), self._mix_state.get(key, 0.0)
+      if theirs != ours:
+        raise ValueError(f"iterator state has {key}={theirs}, this stream {ours}")
     return _resumed_position(epoch, position, self.steps_per_epoch)
 
   def set_state(self, state: Mapping[str, int]) -> None:

@@ -43,7 +43,10 @@ LOCK_FILE = "training.lock"
 # whatever its own config says: the model's shape, and the data it was
 # trained on (its test and training splits).
 RUN_MODEL_FIELDS = ("max_len",)
-RUN_DATA_FIELDS = ("data_dir", "generated_size", "data_seed", "generated_cancel_fraction")
+RUN_DATA_FIELDS = ("data_dir", "generated_size", "data_seed", "generated_cancel_fraction",
+                   "generated_near_cancel_fraction", "generated_edge_fraction")
+# What a data field was in runs saved before it existed: the data's own mix.
+RUN_DATA_DEFAULTS = {"generated_near_cancel_fraction": 0.0, "generated_edge_fraction": 0.0}
 
 
 def checkpoints_dir(workdir: str) -> str:
@@ -106,8 +109,8 @@ def run_config(config: ml_collections.ConfigDict, workdir: str) -> ml_collection
     if name in merged.model:
       merged.model[name] = value
   for name in RUN_MODEL_FIELDS + RUN_DATA_FIELDS:
-    if name in saved and name in merged:
-      merged[name] = saved[name]
+    if name in merged and (name in saved or name in RUN_DATA_DEFAULTS):
+      merged[name] = saved.get(name, RUN_DATA_DEFAULTS.get(name))
   return merged
 
 

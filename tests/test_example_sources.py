@@ -5,6 +5,7 @@ import pytest
 
 from polyflax import algebra
 from polyflax import example_sources
+from polyflax.row_mix import RowMix
 from polyflax.vocab import Vocab
 
 _SPLIT_LINES = [
@@ -64,12 +65,12 @@ def test_generated_examples_are_seeded_encoded_lines():
     assert algebra.expand(source_text) == target_text
 
 
-def test_generated_examples_with_cancel_fraction_are_seeded_and_hold_that_share():
+def test_generated_examples_with_a_mix_are_seeded_and_hold_its_share():
   vocab = Vocab.default()
   make = lambda **kwargs: example_sources.generated_examples(vocab, 32, seed=0,
                                                              examples_per_epoch=4_000, **kwargs)
-  lines = make(cancel_fraction=0.2).lines(1, 0)
-  assert lines == make(cancel_fraction=0.2).lines(1, 0)
+  lines = make(mix=RowMix(cancel_fraction=0.2)).lines(1, 0)
+  assert lines == make(mix=RowMix(cancel_fraction=0.2)).lines(1, 0)
   assert lines != make().lines(1, 0)
   cancelling = 0
   for line in lines:
@@ -83,8 +84,5 @@ def test_generated_examples_with_cancel_fraction_are_seeded_and_hold_that_share(
 
 def test_generated_examples_refuse_bad_settings():
   vocab = Vocab.default()
-  with pytest.raises(ValueError, match=r"cancel_fraction must be in \[0, 1\)"):
-    example_sources.generated_examples(vocab, 32, seed=0, examples_per_epoch=10,
-                                       cancel_fraction=1)
   with pytest.raises(ValueError, match="examples_per_epoch must be positive"):
     example_sources.generated_examples(vocab, 32, seed=0, examples_per_epoch=0)

@@ -428,15 +428,20 @@ def test_batch_that_does_not_divide_over_the_devices_is_refused(tmp_path, backgr
   assert not os.path.exists(tmp_path / "inputs")
 
 
-def test_generated_cancel_fraction_is_checked_and_refused_for_the_split(tmp_path):
+@pytest.mark.parametrize("field", ["generated_cancel_fraction", "generated_near_cancel_fraction",
+                                   "generated_edge_fraction"])
+def test_the_row_mix_is_checked_and_refused_for_the_split(tmp_path, field):
   for bad in (-0.5, 1.0):
-    with pytest.raises(config_checks.ConfigError,
-                       match=r"generated_cancel_fraction must be in \[0, 1\)"):
-      config_checks.check_config(tiny_config(tmp_path, train_data="generated",
-                                             generated_cancel_fraction=bad))
+    with pytest.raises(config_checks.ConfigError, match=rf"{field} must be in \[0, 1\)"):
+      config_checks.check_config(tiny_config(tmp_path, train_data="generated", **{field: bad}))
   with pytest.raises(config_checks.ConfigError, match="applies to train_data='generated' only"):
-    config_checks.check_config(tiny_config(tmp_path, train_data="split",
-                                           generated_cancel_fraction=0.1))
-  config_checks.check_config(tiny_config(tmp_path, train_data="generated",
-                                         generated_cancel_fraction=0.1))
+    config_checks.check_config(tiny_config(tmp_path, train_data="split", **{field: 0.1}))
+  config_checks.check_config(tiny_config(tmp_path, train_data="generated", **{field: 0.1}))
   config_checks.check_config(tiny_config(tmp_path, train_data="split"))
+
+
+def test_the_row_mix_must_leave_some_of_the_datas_own_rows(tmp_path):
+  with pytest.raises(config_checks.ConfigError, match="must sum below 1"):
+    config_checks.check_config(tiny_config(
+        tmp_path, train_data="generated", generated_cancel_fraction=0.4,
+        generated_near_cancel_fraction=0.3, generated_edge_fraction=0.3))

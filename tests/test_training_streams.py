@@ -13,6 +13,8 @@ from polyflax import example_sources
 from polyflax import generate
 from polyflax import training_streams
 from polyflax.bucketing import Batching
+from polyflax.row_mix import RowMix
+from polyflax.row_mix import RowMix
 from polyflax.training_streams import GeneratedTrainIterator, TrainIterator
 from polyflax.vocab import Vocab
 
@@ -192,7 +194,7 @@ class SyntheticSource:
   rows, except `short_epochs`' (400: too few to fill an epoch's batches).
   """
   examples_per_epoch: int = 600
-  cancel_fraction: float = 0.0
+  mix: RowMix = RowMix()
   short_epochs: tuple = ()
   calls: list = dataclasses.field(default_factory=list)
 
@@ -311,10 +313,11 @@ def test_both_training_streams_are_training_streams_with_one_layout():
 def test_a_generated_stream_resumes_only_with_the_mix_it_was_drawn_with():
   vocab = Vocab.default()
 
-  def stream(cancel_fraction):
+  def stream(cancel_fraction, edge_fraction=0.0):
     return GeneratedTrainIterator(
-        example_sources.generated_examples(vocab, 32, seed=0, examples_per_epoch=400,
-                                           cancel_fraction=cancel_fraction),
+        example_sources.generated_examples(
+            vocab, 32, seed=0, examples_per_epoch=400,
+            mix=RowMix(cancel_fraction=cancel_fraction, edge_fraction=edge_fraction)),
         batch_size=16, seed=3, in_process=True)
 
   mixed, plain = stream(0.2), stream(0.0)
@@ -326,6 +329,8 @@ def test_a_generated_stream_resumes_only_with_the_mix_it_was_drawn_with():
     plain.set_state(state)
   with pytest.raises(ValueError, match="generated_cancel_fraction=0.0, this stream 0.2"):
     stream(0.2).set_state(plain.get_state())
+  with pytest.raises(ValueError, match="generated_edge_fraction=0.0, this stream 0.1"):
+    stream(0.2, edge_fraction=0.1).set_state(state)
   again = stream(0.2)
   again.set_state(state)
   assert_batches_equal(take(again, 3), take(mixed, 3))

@@ -32,3 +32,19 @@ def test_unreadable_run_config_is_refused_naming_the_file(tiny_run_copy, data_di
   assert cli.run("evaluate", tiny_config(data_dir), str(trained)) == 2
   error = one_error_line(capsys.readouterr().err)
   assert error.startswith(f"error: cannot read the run's config {trained / 'config.json'}: ")
+
+
+def test_a_run_saved_before_the_row_classes_existed_keeps_the_datas_own_mix(tmp_path):
+  # Evaluation rebuilds the lines a run trained on from the run's config.json:
+  # a field the run did not save yet is what the run trained with (0), not the
+  # evaluating config's value.
+  from polyflax import workdir  # pylint: disable=import-outside-toplevel
+  saved = tiny_config(tmp_path, train_data="generated", generated_cancel_fraction=0.05)
+  (tmp_path / "config.json").write_text(json.dumps(
+      {name: value for name, value in saved.to_dict().items()
+       if name not in ("generated_near_cancel_fraction", "generated_edge_fraction")}))
+  asked = tiny_config(tmp_path, train_data="generated", generated_cancel_fraction=0.2,
+                      generated_near_cancel_fraction=0.1, generated_edge_fraction=0.1)
+  merged = workdir.run_config(asked, str(tmp_path))
+  assert (merged.generated_cancel_fraction, merged.generated_near_cancel_fraction,
+          merged.generated_edge_fraction) == (0.05, 0.0, 0.0)
