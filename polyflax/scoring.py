@@ -26,8 +26,8 @@ FAILURE_KINDS = ("unparseable", "printed_differently", "wrong_unit") + tuple(
 # two-binomial row (a*u+b)*(c*u+d), after the bin of 0 (its linear term
 # cancels). 1-9 is near cancellation, where the sign or size of a small
 # difference of two products goes wrong; 300-399 and >= 400 are the largest
-# sums, reached only at the edges of the data's range (|a|, |c| <= 9 and
-# |b|, |d| <= 32: at most 576); 10-299 is the bulk.
+# sums, which need both cross terms large, toward the edges of the data's
+# range (|a|, |c| <= 9 and |b|, |d| <= 32: at most 576); 10-299 is the bulk.
 LINEAR_SIZE_EDGES = (1, 10, 300, 400)
 
 
