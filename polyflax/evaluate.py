@@ -3,10 +3,11 @@
 `evaluate_workdir` restores the parameters of a run's best checkpoint (or of
 an exported model folder), decodes a file of `factored=expanded` lines with
 the cached decoder (greedy or beam), scores them with `scoring.score`,
-prints a few examples, a table of the score by row group, exact match by
-confidence and what the model's confidence threshold flags
-(`calibration.py`), and the score as the reference did, and writes the
-predictions, `metrics.json` and a TensorBoard event file.
+prints a few examples, a table of the score by row group, one by the size
+of a two-binomial row's linear coefficient, exact match by confidence and
+what the model's confidence threshold flags (`calibration.py`), and the
+score as the reference did, and writes the predictions, `metrics.json` and a
+TensorBoard event file.
 """
 
 from __future__ import annotations
@@ -214,15 +215,29 @@ def _table(title: str, rows: Sequence[tuple[str, int, int]]) -> list[str]:
   return lines
 
 
+def _group_row(metrics: dict, group: str, name: str) -> tuple[str, int, int]:
+  """(name, lines, wrong) of a group of `scoring.score`."""
+  count = metrics[f"num_examples_{group}"]
+  return name, count, round(count * (1 - metrics[f"exact_match_{group}"]))
+
+
 def _summary(metrics: dict) -> str:
-  """Equivalence, tables of the score by group and by confidence, the flags, the failures."""
+  """Equivalence, tables of the score by group, by |s| and by confidence, the flags, the failures.
+
+  The |s| bins of `scoring.LINEAR_SIZE_BINS` have their own table, in bin order.
+  """
+  size_bins = [(group, label) for group, label in scoring.LINEAR_SIZE_BINS
+               if f"num_examples_{group}" in metrics]
+  size_groups = {group for group, _ in scoring.LINEAR_SIZE_BINS}
   groups = sorted(name[len("num_examples_"):] for name in metrics
-                  if name.startswith("num_examples_"))
+                  if name.startswith("num_examples_")
+                  and name[len("num_examples_"):] not in size_groups)
   lines = [f"algebraically equivalent: {metrics['equivalence']:.4f}"]
   lines += _table("group", [("all", metrics["num_examples"], metrics["num_failures"])] + [
-      (group, metrics[f"num_examples_{group}"],
-       round(metrics[f"num_examples_{group}"] * (1 - metrics[f"exact_match_{group}"])))
-      for group in groups])
+      _group_row(metrics, group, group) for group in groups])
+  if size_bins:
+    lines += _table("linear coefficient |s|, two-binomial rows",
+                    [_group_row(metrics, group, f"|s| {label}") for group, label in size_bins])
   labels = [calibration.bin_label(index) for index in range(len(calibration.BIN_EDGES) + 1)]
   bins = [(label, metrics[f"confidence_{label}_lines"], metrics[f"confidence_{label}_wrong"])
           for label in labels if f"confidence_{label}_lines" in metrics]

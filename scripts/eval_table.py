@@ -5,12 +5,15 @@
 
 Each argument is LABEL=PATH of a `metrics.json` written by `--mode=evaluate`;
 each becomes a column. Rows: all lines, each row shape, trig rows, rows whose
-linear term cancels (a*d+b*c=0), seen and unseen lines, and each shape split into seen and unseen; a cell is the exact
-match and, in brackets, the number of lines (empty where an evaluation has
-no such line). Then exact match by the model's confidence (the lowest
-probability of a token it chose), what the model's confidence threshold
-flags (answers below it, and wrong answers among them), and last the
-failures counted by the coefficient they get wrong.
+linear term cancels (a*d+b*c=0), then the two-binomial rows by the size of
+that linear coefficient, abs(a*d+b*c), in the bins of
+`scoring.LINEAR_SIZE_BINS` in their order (0, 1-9, 10-299, 300-399, >=400),
+seen and unseen lines, and each shape split into seen and unseen; a cell is
+the exact match and, in brackets, the number of lines (empty where an
+evaluation has no such line). Then exact match by the model's confidence
+(the lowest probability of a token it chose), what the model's confidence
+threshold flags (answers below it, and wrong answers among them), and last
+the failures counted by the coefficient they get wrong.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import argparse
 import json
 import pathlib
 import sys
+
+from polyflax import scoring
 
 SHAPES = (("binomials", "(a*u+b)*(c*u+d)"), ("k_u_binomial", "k*u*(c*u+d)"),
           ("monomial", "k*u**2"), ("square", "(a*u+b)**2"), ("unknown", "other"))
@@ -35,8 +40,11 @@ def table_rows() -> list[tuple[str, str]]:
   rows = [("", "all lines")]
   rows += [(f"shape_{shape}", shape_name) for shape, shape_name in SHAPES]
   rows += [("shape_trig", "sin/cos/tan rows"),
-           ("linear_cancels", "linear term cancels (a*d+b*c=0)"), ("seen", "seen in training"),
-           ("unseen", "not seen in training")]
+           ("linear_cancels", "linear term cancels (a*d+b*c=0)")]
+  # abs(), not |...|: a bar would end the Markdown cell.
+  rows += [(group, f"(a*u+b)*(c*u+d), abs(a*d+b*c): {label}")
+           for group, label in scoring.LINEAR_SIZE_BINS]
+  rows += [("seen", "seen in training"), ("unseen", "not seen in training")]
   for seen in ("seen", "unseen"):
     rows += [(f"shape_{shape}_{seen}", f"{shape_name}, {seen}") for shape, shape_name in SHAPES]
   return rows

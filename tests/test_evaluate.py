@@ -1,7 +1,8 @@
 """The evaluate mode end to end: main.py on the session's tiny run (conftest.py).
 
 Scoring, and the predict mode, have their own files (test_scoring.py,
-test_predict.py); the batched decoder is tested in test_decode.py.
+test_predict.py); the batched decoder is tested in test_decode.py. The
+report's layout is also checked on its own, without a model.
 """
 
 import json
@@ -13,7 +14,7 @@ import sys
 import pytest
 from polyflax.events import read_scalars
 
-from polyflax import algebra
+from polyflax import algebra, evaluate, scoring
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -114,3 +115,28 @@ def test_evaluate_mode_on_a_file_of_real_lines_with_beam_search(tiny_run, tmp_pa
   rows = read_predictions(output_dir / "predictions.tsv")
   assert [f"{row[0]}={row[1]}" for row in rows] == real_dev_lines[:300]
   assert "test/exact_match" in read_scalars(output_dir)
+
+
+def test_report_has_a_table_of_the_linear_coefficients_size_in_bin_order():
+  # |a*d+b*c|: 0, 1, 9, 122, 400; the row of 9 is wrong; 2*y*(7*y-11) is in no bin.
+  pairs = [("(-8*k-8)*(4*k-4)", "32-32*k**2"), ("(-8*y-25)*(7*y-22)", "-56*y**2+y+550"),
+           ("(17-6*y)*(-9*y-24)", "54*y**2-9*y-408"), ("(21-t)*(-6*t-4)", "6*t**2-122*t-84"),
+           ("(25-9*x)*(7*x-25)", "-63*x**2+400*x-625"), ("2*y*(7*y-11)", "14*y**2-22*y")]
+  predictions = [expanded for _, expanded in pairs]
+  predictions[2] = "54*y**2+9*y-408"
+  metrics = scoring.score(pairs, predictions)
+  metrics.update(evaluate.confidence_metrics([0.95] * 6, [True, True, False, True, True, True],
+                                             None))
+  lines = evaluate._summary(metrics).splitlines()  # pylint: disable=protected-access
+  title = lines.index(next(line for line in lines if line.startswith("linear coefficient |s|")))
+  assert lines[title].split()[-4:] == ["lines", "wrong", "exact", "match"]
+  # Bin order, not alphabetical ("10-299" after "1-9"); no line for the empty 300-399 bin.
+  assert [line.split() for line in lines[title + 1:title + 5]] == [
+      ["|s|", "0", "1", "0", "1.0000"], ["|s|", "1-9", "2", "1", "0.5000"],
+      ["|s|", "10-299", "1", "0", "1.0000"], ["|s|", ">=400", "1", "0", "1.0000"]]
+  assert lines[title + 5].startswith("confidence ")
+  # The group table above keeps its rows and leaves the |s| groups to this one.
+  group_rows = [line.split()[0] for line in lines[lines.index(next(
+      line for line in lines if line.startswith("group "))) + 1:title]]
+  assert group_rows == ["all", "linear_cancels", "shape_binomials", "shape_k_u_binomial"]
+  assert max(map(len, lines)) < 100

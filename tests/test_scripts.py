@@ -27,6 +27,7 @@ def test_eval_table_puts_evaluations_side_by_side(tmp_path):
       "| all lines | 0.6667 (3) | 1.0000 (1) |",
       "| (a*u+b)*(c*u+d) | 0.5000 (2) | 1.0000 (1) |",
       "| k*u*(c*u+d) | 1.0000 (1) |  |",
+      "| (a*u+b)*(c*u+d), abs(a*d+b*c): 1-9 | 0.5000 (2) | 1.0000 (1) |",
       "| seen in training | 1.0000 (1) |  |",
       "| not seen in training | 0.5000 (2) |  |",
       "| k*u*(c*u+d), seen | 1.0000 (1) |  |",
@@ -48,6 +49,29 @@ def test_eval_table_has_a_row_for_lines_whose_linear_term_cancels(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
   assert result.returncode == 0, result.stderr
   assert "| linear term cancels (a*d+b*c=0) | 0.5000 (2) |" in result.stdout.splitlines()
+
+
+def test_eval_table_has_rows_for_the_linear_coefficients_size_in_bin_order(tmp_path):
+  from polyflax import scoring  # pylint: disable=import-outside-toplevel
+  # abs(a*d+b*c): 0, 122, 1, 400, 300; (x+3)*(2*x-6) cancels and is predicted wrong.
+  pairs = [("(x+3)*(2*x-6)", "2*x**2-18"), ("(21-t)*(-6*t-4)", "6*t**2-122*t-84"),
+           ("(k-15)*(2*k+29)", "2*k**2-k-435"), ("(25-9*x)*(7*x-25)", "-63*x**2+400*x-625"),
+           ("(-7*k-29)*(-6*k-18)", "42*k**2+300*k+522"), ("2*y*(7*y-11)", "14*y**2-22*y")]
+  predictions = [expanded for _, expanded in pairs]
+  predictions[0] = "2*x**2-x-18"
+  (tmp_path / "a.json").write_text(json.dumps(scoring.score(pairs, predictions)))
+  result = subprocess.run([sys.executable, "scripts/eval_table.py", f"real={tmp_path / 'a.json'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  cancels = lines.index("| linear term cancels (a*d+b*c=0) | 0.0000 (1) |")
+  assert lines[cancels + 1:cancels + 6] == [
+      "| (a*u+b)*(c*u+d), abs(a*d+b*c): 0 | 0.0000 (1) |",
+      "| (a*u+b)*(c*u+d), abs(a*d+b*c): 1-9 | 1.0000 (1) |",
+      "| (a*u+b)*(c*u+d), abs(a*d+b*c): 10-299 | 1.0000 (1) |",
+      "| (a*u+b)*(c*u+d), abs(a*d+b*c): 300-399 | 1.0000 (1) |",
+      "| (a*u+b)*(c*u+d), abs(a*d+b*c): >=400 | 1.0000 (1) |"]
+  assert all(line.count("|") == 3 for line in lines)  # one label and one column: no stray bar
 
 
 def test_eval_table_shows_exact_match_by_confidence_and_what_the_threshold_flags(tmp_path):
