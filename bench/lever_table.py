@@ -9,12 +9,15 @@ its config's batch). By default every arm with a record, in the comparison's
 order; an arm not yet scored is left out.
 
 Per arm: its lever (the config fields where it differs from the comparison's
-base arm), exact match by greedy decoding of 20,000 generated validation
-lines, and of those the rows whose linear term cancels, the last
-validation's loss (teacher-forced, every validation line) and exact match
-(1,024 lines), the training seconds (validation apart) and the whole run's
-seconds (compilation and validation included), training examples/s, and the
-first validation at or above 0.7.
+base arm); exact match by greedy decoding of 20,000 generated validation
+lines, and of those the two-binomial rows whose linear coefficient
+s = a*d+b*c nearly cancels (1 <= |s| <= 9), is largest (|s| >= 300) or
+cancels; the last validation's loss (teacher-forced, every validation line)
+and exact match (1,024 lines); the steps and training examples; the training
+seconds (validation apart) and the whole run's seconds (compilation and
+validation included); training examples/s; and the first validation at or
+above 0.7, in training examples and seconds. A cell of a group the
+evaluation has no line of is empty.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ import pathlib
 from polyflax import checkpoints
 from polyflax import workdir as workdir_lib
 
-HEADER = ("| arm | lever | exact match, 20,000 val lines | of which linear term cancels "
-          "| val loss | val exact match, 1,024 lines | steps | training s | whole run s "
-          "| training examples/s | training time to 0.7 |")
+HEADER = ("| arm | lever | exact match, 20,000 val lines | of which 1 <= abs(s) <= 9 "
+          "| of which abs(s) >= 300 | of which s = 0 | val loss | val exact match, 1,024 lines "
+          "| steps | training examples | training s | whole run s | training examples/s "
+          "| first val exact match >= 0.7 |")
+# Groups of the evaluation's metrics (polyflax/scoring.py) a column adds up.
+GROUP_COLUMNS = (("linear_abs_1_9",), ("linear_abs_300_399", "linear_abs_400_plus"),
+                 ("linear_cancels",))
 
 
 def _last_record(workdir: pathlib.Path):
@@ -46,6 +53,22 @@ def arm_records(runs: pathlib.Path) -> list[dict]:
                 key=lambda record: record["position"])
 
 
+def group_cell(metrics: dict, groups: tuple[str, ...]) -> str:
+  """Exact match (lines) of the evaluation's rows in any of `groups`; empty if none."""
+  lines = sum(metrics.get(f"num_examples_{group}", 0) for group in groups)
+  if not lines:
+    return ""
+  right = sum(metrics[f"exact_match_{group}"] * metrics[f"num_examples_{group}"]
+              for group in groups if metrics.get(f"num_examples_{group}"))
+  return f"{right / lines:.4f} ({lines:,})"
+
+
+def examples_of(entry: dict, examples_per_step: int) -> int:
+  """The training examples of a validation: counted, or (histories before the count) by steps."""
+  counted = entry.get("examples")
+  return counted if counted is not None else entry["step"] * examples_per_step
+
+
 def arm_row(runs: pathlib.Path, record: dict) -> str:
   """One Markdown row of the table for the arm of `record` (its files under `runs`)."""
   arm = record["arm"]
@@ -54,17 +77,18 @@ def arm_row(runs: pathlib.Path, record: dict) -> str:
   examples_per_step = workdir_lib.read_run_config(str(runs / arm))["batch_size"]
   history = _last_record(runs / arm).validation_history
   last = history[-1]
-  steps = last["step"]
+  steps, examples = last["step"], examples_of(last, examples_per_step)
   reached = next((entry for entry in history if (entry["exact_match"] or 0) >= 0.7), None)
   wall = record["train"].get("seconds")
   return " | ".join([
       arm, ", ".join(record["lever"]) or "(the base)",
       f"**{metrics['exact_match']:.4f}**",
-      f"{metrics['exact_match_linear_cancels']:.2f} ({metrics['num_examples_linear_cancels']})",
-      f"{last['loss']:.4f}", f"{last['exact_match']:.4f}", f"{steps:,}",
+      *(group_cell(metrics, groups) for groups in GROUP_COLUMNS),
+      f"{last['loss']:.4f}", f"{last['exact_match']:.4f}", f"{steps:,}", f"{examples:,}",
       f"{last['train_seconds']:,.0f}", "?" if wall is None else f"{wall}",
-      f"{steps * examples_per_step / last['train_seconds']:,.0f}",
-      f"{reached['train_seconds']:,.0f} s (step {reached['step']:,})" if reached else "not reached",
+      f"{examples / last['train_seconds']:,.0f}",
+      (f"{examples_of(reached, examples_per_step):,} examples ({reached['train_seconds']:,.0f} s)"
+       if reached else "not reached"),
   ]).join(["| ", " |"])
 
 
@@ -76,7 +100,7 @@ def main() -> None:
   runs = pathlib.Path(args.runs)
   records = {record["arm"]: record for record in arm_records(runs)}
   print(HEADER)
-  print("| --- " * 11 + "|")
+  print("| --- " * HEADER.count(" | ") + "| --- |")
   for arm in args.arms or list(records):
     record = records.get(arm)
     if record and (runs / record["evaluate"]["output_dir"] / "metrics.json").exists():

@@ -144,4 +144,4 @@ def test_rehearsal_trains_each_arm_as_declared_and_the_table_reads_it(tmp_path):
   rows = [line.split(" | ") for line in table.stdout.splitlines()[2:]]
   assert [(row[0], row[1]) for row in rows] == [
       ("| base", "(the base)"), ("| mix", "digit_order=reversed, generated_cancel_fraction=0.05")]
-  assert all(row[6] == "4" for row in rows)  # the steps of a rehearsal
+  assert all(row[8] == "4" for row in rows)  # the steps of a rehearsal
