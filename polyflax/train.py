@@ -11,9 +11,10 @@ and checkpointing every `val_check_interval` of an epoch, until the last
 step or a stop signal (`signals.GracefulStop`, answered at once, stopping
 within two steps), and end with what the run reached and what to run next
 (`run_summary`). Where the run stands (its step, the counters each
-checkpoint's run record keeps, the clocks: steps in flight, training
-seconds, examples/s, and on a CPU how long the run will take) is one
-`progress.RunProgress`; every save goes through `checkpoint(reason)`.
+checkpoint's run record keeps, training examples among them, the clocks:
+steps in flight, training seconds, examples/s, and on a CPU how long the
+run will take) is one `progress.RunProgress`; every save goes through
+`checkpoint(reason)`.
 `fast_dev_run` is its own short path. The steps themselves are in
 `steps.py`.
 """
@@ -337,7 +338,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
           say(note)
         local_batch = next(batches)
         state, sums = experiment.train_step(state, steps.step_batch(local_batch, mesh))
-        run.after_step(sums, int(local_batch["example_mask"].sum()) * jax.process_count())
+        run.after_step(sums, progress_lib.batch_examples(local_batch, jax.process_count()))
         step = run.step
         at_validation = step % val_every == 0 or step == total_steps
         if step % config.log_every_steps == 0 or at_validation:
@@ -358,6 +359,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
           run.validated(val_metrics)
           run_log.write_scalars(writer, step, "val", val_metrics)
           run_log.write_scalars(writer, step, "val", {"train_seconds": train_seconds})
+          if run.train_examples is not None:  # unknown in a run resumed from an older record
+            run_log.write_scalars(writer, step, "val", {"train_examples": run.train_examples})
           say(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
               f"val {name} {value:.4f}" for name, value in val_metrics.items()))
           checkpoint(VALIDATION)

@@ -48,10 +48,13 @@ def test_training_clock_goes_on_from_the_checkpoint_and_leaves_pauses_out():
   assert clock.seconds() == 65.0
 
 
-def test_history_entry_keeps_step_seconds_exact_match_and_loss():
-  entry = run_record.history_entry(7, 12, {"loss": 0.5, "exact_match": 0.25, "token_accuracy": 1})
-  assert entry == {"step": 7, "train_seconds": 12.0, "exact_match": 0.25, "loss": 0.5}
+def test_history_entry_keeps_step_seconds_examples_exact_match_and_loss():
+  entry = run_record.history_entry(7, 12, {"loss": 0.5, "exact_match": 0.25, "token_accuracy": 1},
+                                   examples=448)
+  assert entry == {"step": 7, "train_seconds": 12.0, "examples": 448, "exact_match": 0.25,
+                   "loss": 0.5}
   assert run_record.history_entry(7, 12, {"loss": 0.5})["exact_match"] is None
+  assert run_record.history_entry(7, 12, {"loss": 0.5})["examples"] is None  # unknown
 
 
 def test_record_round_trips_its_history_through_json_and_the_card():
