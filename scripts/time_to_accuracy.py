@@ -40,7 +40,8 @@ def history_from_events(logdir: pathlib.Path) -> list[dict]:
   """{step, train_seconds, examples, exact_match} of each validation logged in `logdir`.
 
   `examples` is None at a step without `val/train_examples` (logged before
-  the examples were counted).
+  the examples were counted). Event scalars are float32: counts past 2**24
+  (16,777,216) read rounded, where the checkpoint's history is exact.
   """
   scalars = events.read_scalars(logdir)
   seconds = dict(events.latest_by_step(scalars.get("val/train_seconds", [])))
