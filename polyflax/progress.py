@@ -120,11 +120,13 @@ def batch_examples(local_batch: dict, process_count: int) -> int:
   """The training examples of a step: the real rows of its global batch, padding rows left out.
 
   `local_batch` is this process's slice (its `example_mask` is 1 on real
-  rows). Every slice of a training batch holds as many real rows, since the
-  training streams drop each bucket's partial batch (`training_streams`):
-  the slice's count times `process_count` is the global batch's, with no
-  exchange between processes, and its row count may vary from step to step
-  (`constant_per_batch="tokens"`).
+  rows). The rows of a batch vary from step to step with
+  `constant_per_batch="tokens"`; each step counts its own. Every slice of a
+  training batch holds as many real rows, since the training streams drop
+  each bucket's partial batch (`training_streams`), so the slice's count
+  times `process_count` is the global batch's, with no exchange between
+  processes. (A padded batch, which training never serves, is counted
+  exactly on one process only.)
   """
   return int(local_batch["example_mask"].sum()) * process_count
 
