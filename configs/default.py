@@ -109,6 +109,11 @@ def get_config():
   # --- validation, logging, checkpoints ------------------------------------
   # Validate (and checkpoint) every this fraction of an epoch.
   config.val_check_interval = 0.2
+  # Validate (and checkpoint) also every this many training examples while the
+  # run has seen at most val_early_until_examples, besides val_check_interval:
+  # an accuracy threshold crossed early is seen, not guessed. 0: off (both 0).
+  config.val_early_every_examples = 0
+  config.val_early_until_examples = 0
   # Examples of the validation split decoded greedily for exact match (a
   # fixed sample: the figure is comparable from one validation to the next).
   config.val_exact_match_examples = 2048

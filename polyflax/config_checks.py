@@ -89,10 +89,13 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
                         ("constant_per_batch", bucketing.BATCH_CONSTANTS)):
     if _get(config, name) not in allowed:
       problems.append(f"{name} must be {_one_of(allowed)} (got {_get(config, name)!r})")
-  for name in ("max_steps", "generated_examples_per_epoch"):
+  for name in ("max_steps", "generated_examples_per_epoch", "val_early_every_examples",
+               "val_early_until_examples"):
     value = _get(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
       problems.append(f"{name} must be an integer >= 0 (got {value!r})")
+  problems.extend(_early_validation_problems(config.val_early_every_examples,
+                                             config.val_early_until_examples))
   problems += _row_mix_problems(config)
   buckets = tuple(config.length_buckets)
   if (not buckets or any(not isinstance(b, int) or b <= 0 for b in buckets)
@@ -103,6 +106,23 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
                     f"max_len={config.max_len}: add a bucket of {config.max_len}")
   if problems:
     raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _early_validation_problems(every, until) -> list[str]:
+  """What is wrong with the early validations' two fields, set together or not at all."""
+  if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0
+             for value in (every, until)):
+    return []  # said by the check of integers >= 0
+  if every and not until:
+    return [f"val_early_every_examples={every} needs val_early_until_examples > 0, the "
+            "training examples up to which to validate that often"]
+  if until and not every:
+    return [f"val_early_until_examples={until} needs val_early_every_examples > 0, how "
+            "many training examples apart to validate until then"]
+  if every > until:
+    return [f"val_early_every_examples={every} is over val_early_until_examples={until}: no "
+            "early validation would happen; lower it, or raise val_early_until_examples"]
+  return []
 
 
 def check_param_count(num_params: int, config: ml_collections.ConfigDict) -> None:

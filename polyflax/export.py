@@ -15,7 +15,9 @@ parameters) and nothing of the optimizer, the run's `config.json` and `vocab.jso
   validation    the validation figures logged at that step
   validation_history  every validation of the run, to its latest checkpoint
                 (which may come after the exported step): step,
-                train_seconds, exact_match, loss (scripts/time_to_accuracy.py)
+                train_seconds, examples (training examples seen; none in
+                histories from before they were counted), exact_match, loss
+                (scripts/time_to_accuracy.py)
   calibration   the confidence threshold below which an answer is doubted,
                 chosen on the run's generated validation split
                 (`calibration.py`), and what it was measured on: lines,
@@ -26,7 +28,8 @@ parameters) and nothing of the optimizer, the run's `config.json` and `vocab.jso
   trained_with  the command, the versions (python, jax, flax, optax,
                 orbax-checkpoint) and devices of the training run, when
                 the checkpoint was saved, the steps skipped, the training
-                seconds to that step (validation apart), the step folder
+                seconds (validation apart) and training examples (null:
+                unknown) to that step, the step folder
   config        the resolved config of the run
   exported_at, exported_with   when and with which versions it was exported
 

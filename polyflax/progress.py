@@ -15,8 +15,10 @@ validation left out: the time axis of the validation history.
 the run would take over an hour, says so once, pointing to configs/cpu.py.
 
 `RunProgress` is where a run stands, in one object: its step, the counters
-every checkpoint's run record keeps (`from_record`, `record_fields`) and the
-clocks above, with the log window's, moved together by the loop's events.
+every checkpoint's run record keeps (`from_record`, `record_fields`: skipped
+steps, training examples, the validation history) and the clocks above, with
+the log window's, moved together by the loop's events. `batch_examples` is
+what a step adds to the training examples.
 """
 
 from __future__ import annotations
@@ -114,6 +116,21 @@ class TimeEstimate:
             "(its model and training time: docs/results.md)")
 
 
+def batch_examples(local_batch: dict, process_count: int) -> int:
+  """The training examples of a step: the real rows of its global batch, padding rows left out.
+
+  `local_batch` is this process's slice (its `example_mask` is 1 on real
+  rows). The rows of a batch vary from step to step with
+  `constant_per_batch="tokens"`; each step counts its own. Every slice of a
+  training batch holds as many real rows, since the training streams drop
+  each bucket's partial batch (`training_streams`), so the slice's count
+  times `process_count` is the global batch's, with no exchange between
+  processes. (A padded batch, which training never serves, is counted
+  exactly on one process only.)
+  """
+  return int(local_batch["example_mask"].sum()) * process_count
+
+
 class TrainingClock:
   """Seconds of training of a run, over all its sessions, paused while it validates.
 
@@ -179,6 +196,12 @@ class RunProgress:
   window: run_log.LogWindow
   # Steps skipped for a non-finite loss, over every session.
   skipped_steps: int = dataclasses.field(default=0, metadata=_RESUMED)
+  # Training examples of every step so far, over every session: the real rows
+  # of each global batch, never padding. A step skipped for a non-finite loss
+  # counts: its batch was drawn and computed (the stream moved past it), though
+  # not learned from; `skipped_steps` says how many such steps there were.
+  # None (unknown, and staying so) in a run resumed from a record without it.
+  train_examples: int | None = dataclasses.field(default=0, metadata=_RESUMED)
   # Every validation so far, oldest first (`run_record.history_entry`).
   validation_history: list = dataclasses.field(default_factory=list, metadata=_RESUMED)
   # The figures of this session's last validation ({}: none yet), and its step.
@@ -221,8 +244,13 @@ class RunProgress:
     return None
 
   def after_step(self, sums: dict, examples: int) -> None:
-    """Counts the step just handed over: its metric sums and global example count."""
+    """Counts the step just handed over: its metric sums and global example count.
+
+    `examples` is the real rows of the step's global batch (`batch_examples`).
+    """
     self.step += 1
+    if self.train_examples is not None:
+      self.train_examples += int(examples)
     self.in_flight.add(sums)
     self.window.add(sums, examples)
     if self.step == self.first_step + 1:
@@ -247,7 +275,8 @@ class RunProgress:
   def validated(self, metrics: dict) -> dict:
     """Keeps the current step's validation figures and their history entry; returns the entry."""
     self.validation, self.validation_step = dict(metrics), self.step
-    entry = run_record.history_entry(self.step, self.clock.seconds(), metrics)
+    entry = run_record.history_entry(self.step, self.clock.seconds(), metrics,
+                                     examples=self.train_examples)
     self.validation_history.append(entry)
     return entry
 

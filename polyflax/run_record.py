@@ -4,8 +4,9 @@
 and reads it, and nothing else does): the data iterator's position, the
 steps skipped so far, the model fingerprint, the command, versions and
 devices of the run, when it was saved, the validation figures of the
-step when it was a validation step, the training seconds so far and the
-history of every validation up to the step (`history_entry`). An exported
+step when it was a validation step, the training seconds and training
+examples so far and the history of every validation up to the step
+(`history_entry`). An exported
 model's card (`model.json`)
 carries the same fields (`RunRecord.card_fields` / `from_card`), so
 evaluation reads one type whichever folder it is given.
@@ -25,7 +26,7 @@ from importlib import metadata
 from typing import Any, Mapping
 
 # Fields a record may lack: records written before they existed still load.
-_OPTIONAL_FIELDS = ("validation", "train_seconds", "validation_history")
+_OPTIONAL_FIELDS = ("validation", "train_seconds", "validation_history", "train_examples")
 # The libraries whose versions a record carries.
 _VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
 
@@ -47,6 +48,10 @@ class RunRecord:
   # Every validation up to this step, oldest first (`history_entry`); empty in
   # records written before the history was kept.
   validation_history: list = dataclasses.field(default_factory=list)
+  # Training examples (real rows, never padding) of every step up to this one,
+  # over every session (`progress.RunProgress`); None, unknown, in records
+  # written before they were counted.
+  train_examples: int | None = None
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -68,6 +73,10 @@ class RunRecord:
                                      ("train_seconds", (int, float)),
                                      ("validation_history", list))
              if not isinstance(getattr(record, name), kind)]
+    examples = record.train_examples
+    if examples is not None and (not isinstance(examples, int) or isinstance(examples, bool)
+                                 or examples < 0):
+      wrong.append("train_examples")
     if not wrong and not all(isinstance(entry, Mapping) and "step" in entry
                              and "train_seconds" in entry
                              for entry in record.validation_history):
@@ -83,7 +92,7 @@ class RunRecord:
             "iterator": self.iterator, "model": self.model, "trained_with": {
                 "command": self.command, "versions": self.versions, "devices": self.devices,
                 "saved_at": self.saved_at, "skipped_steps": self.skipped_steps,
-                "train_seconds": self.train_seconds}}
+                "train_seconds": self.train_seconds, "train_examples": self.train_examples}}
 
   @classmethod
   def from_card(cls, card: Mapping[str, Any]) -> "RunRecord":
@@ -95,8 +104,9 @@ class RunRecord:
     trained_with = card.get("trained_with")
     if not isinstance(trained_with, Mapping):
       raise ValueError("the card has no 'trained_with' record")
-    # Cards exported before skipped steps, training seconds or the
-    # validation history were carried have none.
+    # Cards exported before skipped steps, training seconds, the validation
+    # history or the training examples were carried have none (the examples
+    # stay unknown, None).
     return cls.from_json(dict(trained_with, skipped_steps=trained_with.get("skipped_steps", 0),
                               train_seconds=trained_with.get("train_seconds", 0.0),
                               model=card.get("model"), iterator=card.get("iterator"),
@@ -104,15 +114,20 @@ class RunRecord:
                               validation_history=card.get("validation_history") or []))
 
 
-def history_entry(step: int, train_seconds: float, validation: Mapping[str, Any]) -> dict:
+def history_entry(step: int, train_seconds: float, validation: Mapping[str, Any],
+                  examples: int | None = None) -> dict:
   """One validation of a run, as `RunRecord.validation_history` keeps it.
 
-  {step, train_seconds, exact_match, loss}: `exact_match` is the greedy
-  exact match of the validation sample (None when the run decodes none,
-  `val_exact_match_examples=0`), `loss` the teacher-forced validation loss.
+  {step, train_seconds, examples, exact_match, loss}: `examples` is the
+  training examples seen by then (`RunRecord.train_examples`; None when
+  unknown, a run resumed from a record without them), `exact_match` the
+  greedy exact match of the validation sample (None when the run decodes
+  none, `val_exact_match_examples=0`), `loss` the teacher-forced validation
+  loss. Entries written before the examples were counted have no `examples`.
   """
   exact_match = validation.get("exact_match")
   return {"step": int(step), "train_seconds": float(train_seconds),
+          "examples": None if examples is None else int(examples),
           "exact_match": None if exact_match is None else float(exact_match),
           "loss": float(validation["loss"])}
 

@@ -7,13 +7,16 @@ model, optimizer, compiled steps), resume from the latest checkpoint
 (`resume`), compile every batch shape (saying so first; the compiled
 programs are kept on disk, see `compile_cache`), then step with at most two
 steps in flight, logging each window, validating (`validation.Validator`)
-and checkpointing every `val_check_interval` of an epoch, until the last
-step or a stop signal (`signals.GracefulStop`, answered at once, stopping
-within two steps), and end with what the run reached and what to run next
+and checkpointing as `validation.ValidationSchedule` says (every
+`val_check_interval` of an epoch; early in a run, every
+`val_early_every_examples` training examples), until the last step or a stop
+signal (`signals.GracefulStop`, answered at once, stopping within two
+steps), and end with what the run reached and what to run next
 (`run_summary`). Where the run stands (its step, the counters each
-checkpoint's run record keeps, the clocks: steps in flight, training
-seconds, examples/s, and on a CPU how long the run will take) is one
-`progress.RunProgress`; every save goes through `checkpoint(reason)`.
+checkpoint's run record keeps, training examples among them, the clocks:
+steps in flight, training seconds, examples/s, and on a CPU how long the
+run will take) is one `progress.RunProgress`; every save goes through
+`checkpoint(reason)`.
 `fast_dev_run` is its own short path. The steps themselves are in
 `steps.py`.
 """
@@ -223,7 +226,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
   steps_per_epoch = data.train.steps_per_epoch
   total_steps = (1 if config.fast_dev_run
                  else config.max_steps or config.max_epochs * steps_per_epoch)
-  val_every = max(1, int(round(config.val_check_interval * steps_per_epoch)))
+  validation_schedule = validation.ValidationSchedule.from_config(
+      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   experiment, state = experiment_lib.build(config, total_steps, mesh=mesh)
   if is_main:
     fresh = " generated afresh each epoch" if config.train_data == "generated" else ""
@@ -337,9 +341,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
           say(note)
         local_batch = next(batches)
         state, sums = experiment.train_step(state, steps.step_batch(local_batch, mesh))
-        run.after_step(sums, int(local_batch["example_mask"].sum()) * jax.process_count())
+        examples_before = run.train_examples
+        run.after_step(sums, progress_lib.batch_examples(local_batch, jax.process_count()))
         step = run.step
-        at_validation = step % val_every == 0 or step == total_steps
+        at_validation = validation_schedule.due(step, examples_before, run.train_examples)
         if step % config.log_every_steps == 0 or at_validation:
           raise_if_nonfinite(run.window, step, store)
           train_metrics = run.window_metrics()
@@ -358,6 +363,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
           run.validated(val_metrics)
           run_log.write_scalars(writer, step, "val", val_metrics)
           run_log.write_scalars(writer, step, "val", {"train_seconds": train_seconds})
+          if run.train_examples is not None:  # unknown in a run resumed from an older record
+            run_log.write_scalars(writer, step, "val", {"train_examples": run.train_examples})
           say(f"step {step} (epoch {step / steps_per_epoch:.2f}): " + ", ".join(
               f"val {name} {value:.4f}" for name, value in val_metrics.items()))
           checkpoint(VALIDATION)

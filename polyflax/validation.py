@@ -1,4 +1,9 @@
-"""Validation during training: teacher-forced metrics, and exact match by greedy decoding.
+"""Validation during training: when it happens, teacher-forced metrics, and exact match.
+
+`ValidationSchedule` is the one place that decides which steps validate
+(and save the checkpoint that follows): every `val_check_interval` of an
+epoch and the last step, plus, early in a run, every
+`val_early_every_examples` training examples.
 
 `Validator` scores the run's validation batches with the compiled eval step
 and decodes a fixed sample of the validation split greedily with the cached
@@ -7,6 +12,9 @@ decoder of `decode.py`, comparing the text with the expected expansion.
 
 from __future__ import annotations
 
+import dataclasses
+
+import ml_collections
 import numpy as np
 
 from polyflax import decode
@@ -16,6 +24,50 @@ from polyflax import input_pipeline
 from polyflax import metrics as metrics_lib
 from polyflax import sharding
 from polyflax import steps
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSchedule:
+  """The steps a run validates at: a function of the step and the training examples only.
+
+  Every `every_steps` steps and at `total_steps`; besides, while the run
+  has seen at most `early_until_examples` training examples, at the first
+  step whose count reaches each multiple of `early_every_examples` (0: no
+  early validations). Counting examples, not steps, the early points are
+  the same whatever the batch size, and exact: a step validates when its
+  batch takes the count from below a multiple to it or past it. The count
+  is resumed with the run, so a resumed run validates where an
+  uninterrupted one would; a run whose count is unknown (None: resumed from
+  a checkpoint written before examples were counted) keeps the step
+  schedule only.
+  """
+  every_steps: int
+  total_steps: int
+  early_every_examples: int = 0
+  early_until_examples: int = 0
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, *, steps_per_epoch: int,
+                  total_steps: int) -> "ValidationSchedule":
+    """The schedule of `config`: `val_check_interval` and the `val_early_*` fields."""
+    return cls(every_steps=max(1, int(round(config.val_check_interval * steps_per_epoch))),
+               total_steps=total_steps,
+               early_every_examples=config.val_early_every_examples,
+               early_until_examples=config.val_early_until_examples)
+
+  def due(self, step: int, examples_before: int | None, examples_after: int | None) -> bool:
+    """Whether `step` validates.
+
+    Its batch took the run's training examples from `examples_before` to
+    `examples_after` (None: unknown).
+    """
+    if step % self.every_steps == 0 or step == self.total_steps:
+      return True
+    if not self.early_every_examples or examples_before is None or examples_after is None:
+      return False
+    # The multiples of early_every_examples up to early_until_examples reached by this step.
+    reached = min(examples_after, self.early_until_examples) // self.early_every_examples
+    return reached > examples_before // self.early_every_examples
 
 
 def evaluate_metrics(experiment: experiment_lib.Experiment, params, batches,

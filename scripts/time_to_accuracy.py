@@ -1,18 +1,20 @@
-"""When a run's validation exact match first reached each threshold: training time and step.
+"""When a run's validation exact match first reached each threshold: time, examples and step.
 
   python scripts/time_to_accuracy.py runs/cpu
   python scripts/time_to_accuracy.py checkpoints/cpu/model.json --thresholds 0.9 0.99
 
 The argument is a training run's folder or an exported model (its folder
 or its model.json). A run's folder is read from its event files
-(`val/exact_match` and `val/train_seconds`, the last value of each step
-where a resumed run logged a step twice), or, when they lack the training
-seconds, from its latest checkpoint's validation history; an exported model
-from the history its card carries. The time is the run's training time,
-validation apart, summed over its sessions (`progress.TrainingClock`), so
-runs on different machines compare by what training cost. Runs trained
-before the history was recorded have none and are refused with a one-line
-error.
+(`val/exact_match`, `val/train_seconds` and `val/train_examples`, the last
+value of each step where a resumed run logged a step twice), or, when they
+lack the training seconds, from its latest checkpoint's validation history;
+an exported model from the history its card carries. The time is the run's
+training time, validation apart, summed over its sessions
+(`progress.TrainingClock`); the examples are the training examples the run
+had seen by then (`progress.RunProgress.train_examples`), which compare runs
+on machines of any speed. Histories from before the examples were counted
+say "examples unknown". Runs trained before the history was recorded have
+none and are refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -35,11 +37,19 @@ def history_from_card(path: pathlib.Path) -> list[dict]:
 
 
 def history_from_events(logdir: pathlib.Path) -> list[dict]:
-  """{step, train_seconds, exact_match} of each validation logged in `logdir`'s event files."""
+  """{step, train_seconds, examples, exact_match} of each validation logged in `logdir`.
+
+  `examples` is None at a step without `val/train_examples` (logged before
+  the examples were counted). Event scalars are float32: counts past 2**24
+  (16,777,216) read rounded, where the checkpoint's history is exact.
+  """
   scalars = events.read_scalars(logdir)
   seconds = dict(events.latest_by_step(scalars.get("val/train_seconds", [])))
+  examples = dict(events.latest_by_step(scalars.get("val/train_examples", [])))
   exact_match = dict(events.latest_by_step(scalars.get("val/exact_match", [])))
-  return [{"step": step, "train_seconds": seconds[step], "exact_match": exact_match[step]}
+  return [{"step": step, "train_seconds": seconds[step],
+           "examples": None if step not in examples else int(round(examples[step])),
+           "exact_match": exact_match[step]}
           for step in sorted(seconds.keys() & exact_match.keys())]
 
 
@@ -87,8 +97,14 @@ def clock_time(seconds: float) -> str:
   return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def examples_seen(entry: dict) -> str:
+  """"301,248 examples", or "examples unknown" for an entry from before they were counted."""
+  examples = entry.get("examples")
+  return "examples unknown" if examples is None else f"{examples:,} examples"
+
+
 def report_lines(history: list[dict], thresholds: list[float]) -> list[str]:
-  """One line per threshold: when it was first reached, or "not reached"."""
+  """One line per threshold: when it was first reached (time, examples, step), or "not reached"."""
   lines = []
   for threshold in thresholds:
     entry = first_reached(history, threshold)
@@ -96,8 +112,8 @@ def report_lines(history: list[dict], thresholds: list[float]) -> list[str]:
       lines.append(f"exact match >= {threshold:g}: not reached")
     else:
       lines.append(f"exact match >= {threshold:g}: {clock_time(entry['train_seconds'])} "
-                   f"({entry['train_seconds']:.0f} s) at step {entry['step']:,} "
-                   f"(exact match {entry['exact_match']:.4f})")
+                   f"({entry['train_seconds']:.0f} s), {examples_seen(entry)}, "
+                   f"at step {entry['step']:,} (exact match {entry['exact_match']:.4f})")
   return lines
 
 

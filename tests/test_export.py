@@ -112,6 +112,10 @@ def test_exported_folder_holds_parameters_config_vocab_and_model_card(exported, 
   assert card["trained_with"]["versions"]["flax"]
   assert card["trained_with"]["command"]
   assert card["exported_at"] and card["trained_with"]["saved_at"]
+  # The training examples to the exported step, and at each validation.
+  assert card["trained_with"]["train_examples"] == 23 * 64
+  assert [(entry["step"], entry["examples"]) for entry in card["validation_history"]] == [
+      (12, 12 * 64), (23, 23 * 64)]
   assert json.loads((folder / "config.json").read_text()) == saved_run_config
 
 

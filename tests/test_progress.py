@@ -44,7 +44,8 @@ def test_every_counter_is_a_run_record_field_of_the_same_name():
   names = set(progress.RunProgress.from_record(None, step=0, total_steps=10, bar=Bar(),
                                                backend="cpu", track_finite=False).record_fields())
   record_names = {field.name for field in dataclasses.fields(run_record.RunRecord)}
-  assert names == {"skipped_steps", "train_seconds", "validation_history", "validation"}
+  assert names == {"skipped_steps", "train_seconds", "validation_history", "validation",
+                   "train_examples"}
   assert names <= record_names
 
 
@@ -82,7 +83,9 @@ def test_a_validation_is_saved_with_its_step_only_and_the_clocks_move_together()
   assert (run.step, run.in_flight.finished) == (41, 41)  # the first step is waited for
   paused = run.pause()
   entry = run.validated({"loss": 1.25, "exact_match": 0.75})
-  assert entry == {"step": 41, "train_seconds": paused, "exact_match": 0.75, "loss": 1.25}
+  # The record is of a run from before examples were counted: unknown, and staying so.
+  assert entry == {"step": 41, "train_seconds": paused, "examples": None, "exact_match": 0.75,
+                   "loss": 1.25}
   assert run.validation_history[-1] == entry
   assert run.record_fields()["validation"] == {"loss": 1.25, "exact_match": 0.75}
   assert run.clock.seconds() == paused  # validation is not training time
@@ -93,6 +96,37 @@ def test_a_validation_is_saved_with_its_step_only_and_the_clocks_move_together()
   metrics = run.window_metrics()
   assert metrics["skipped_steps"] == 3 and run.in_flight.finished == 42
   assert run.validation == {"loss": 1.25, "exact_match": 0.75}  # what the loop returns
+  assert run.train_examples is None and run.record_fields()["train_examples"] is None
+
+
+def test_training_examples_are_counted_from_zero_and_resumed_exactly():
+  run = start(None, step=0)
+  assert run.train_examples == 0
+  # Bucketed batches of tokens-constant size: each step adds its own rows.
+  for examples in (96, 64, 128):
+    run.after_step(step_sums(), examples=examples)
+  entry = run.validated({"loss": 1.0})
+  assert entry["examples"] == 288 and entry["step"] == 3
+  fields = run.record_fields()
+  assert fields["train_examples"] == 288
+  saved = run_record.RunRecord.from_json(dict(record().to_json(), **fields))
+  resumed = start(saved, step=3)
+  resumed.after_step(step_sums(), examples=64)
+  assert resumed.train_examples == 352 and saved.train_examples == 288
+
+
+def test_a_batch_counts_its_real_rows_only():
+  batch = {"example_mask": np.array([1, 1, 1, 0, 0], np.float32)}
+  assert progress.batch_examples(batch, process_count=1) == 3
+  assert progress.batch_examples({"example_mask": np.ones(8, np.float32)}, process_count=4) == 32
+  # Every bucket's last batch padded: an epoch counts each example once, no padding row.
+  from polyflax.training_streams import TrainIterator  # pylint: disable=import-outside-toplevel
+  from synthetic_batches import synthetic  # pylint: disable=import-outside-toplevel
+  src, tgt = synthetic(300, seed=1)
+  padded = TrainIterator(src, tgt, batch_size=64, seed=0, drop_remainder=False)
+  batches = [next(padded) for _ in range(padded.steps_per_epoch)]
+  assert sum(len(batch["example_mask"]) for batch in batches) > 300
+  assert sum(progress.batch_examples(batch, process_count=1) for batch in batches) == 300
 
 
 def test_time_estimate_says_once_how_long_the_rest_of_a_cpu_run_takes():
@@ -145,3 +179,29 @@ def test_a_step_is_handed_over_only_once_the_step_two_before_it_is_done():
                     ("done", 12), ("hand over", 14), ("done", 13), ("hand over", 15)]
   in_flight.wait()
   assert in_flight.finished == 15 and bar.n == 5
+
+
+def test_bucketed_batches_of_varying_rows_count_exactly_what_the_stream_served():
+  from polyflax.bucketing import Batching  # pylint: disable=import-outside-toplevel
+  from polyflax.training_streams import TrainIterator  # pylint: disable=import-outside-toplevel
+  from synthetic_batches import synthetic  # pylint: disable=import-outside-toplevel
+  src, tgt = synthetic(700, seed=3)
+  lines = [f"line {row}" for row in range(len(src))]
+  settings = dict(batch_size=32, seed=5, lines=lines)
+  whole = TrainIterator(src, tgt, batching=Batching(batch_multiple=2), **settings)
+  halves = [TrainIterator(src, tgt, batching=Batching(batch_multiple=2, process_index=p,
+                                                      process_count=2), **settings)
+            for p in range(2)]
+  run = start(None, step=0)
+  steps = whole.steps_per_epoch + 3  # into the second epoch
+  counts = []
+  for _ in range(steps):
+    batch = next(whole)
+    counts.append(progress.batch_examples(batch, process_count=1))
+    # Each process's slice, times the processes, counts the global batch.
+    assert {progress.batch_examples(next(half), process_count=2) for half in halves} == {
+        counts[-1]}
+    run.after_step(step_sums(), examples=counts[-1])
+  assert len(set(counts)) > 1  # constant tokens: shorter buckets hold more rows
+  served = sum(len(epoch) for epoch in whole.trained_lines(whole.get_state()))
+  assert run.train_examples == sum(counts) == served

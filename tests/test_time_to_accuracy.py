@@ -48,10 +48,13 @@ def test_training_clock_goes_on_from_the_checkpoint_and_leaves_pauses_out():
   assert clock.seconds() == 65.0
 
 
-def test_history_entry_keeps_step_seconds_exact_match_and_loss():
-  entry = run_record.history_entry(7, 12, {"loss": 0.5, "exact_match": 0.25, "token_accuracy": 1})
-  assert entry == {"step": 7, "train_seconds": 12.0, "exact_match": 0.25, "loss": 0.5}
+def test_history_entry_keeps_step_seconds_examples_exact_match_and_loss():
+  entry = run_record.history_entry(7, 12, {"loss": 0.5, "exact_match": 0.25, "token_accuracy": 1},
+                                   examples=448)
+  assert entry == {"step": 7, "train_seconds": 12.0, "examples": 448, "exact_match": 0.25,
+                   "loss": 0.5}
   assert run_record.history_entry(7, 12, {"loss": 0.5})["exact_match"] is None
+  assert run_record.history_entry(7, 12, {"loss": 0.5})["examples"] is None  # unknown
 
 
 def test_record_round_trips_its_history_through_json_and_the_card():
@@ -105,13 +108,25 @@ def test_time_to_accuracy_reads_an_exported_card(tmp_path):
     assert result.stdout.splitlines() == [
         f"{tmp_path / 'model.json'} (exported model card): 5 validations, to step 5,000 after "
         "1:23:20 of training (validation apart)",
-        "exact match >= 0.8875: 0:20:50 (1250 s) at step 2,000 (exact match 0.8875)",
-        "exact match >= 0.99: 1:06:40 (4000 s) at step 4,000 (exact match 0.9905)",
+        "exact match >= 0.8875: 0:20:50 (1250 s), examples unknown, at step 2,000 "
+        "(exact match 0.8875)",
+        "exact match >= 0.99: 1:06:40 (4000 s), examples unknown, at step 4,000 "
+        "(exact match 0.9905)",
         "exact match >= 0.999: not reached"]
   result = run_script(tmp_path / "model.json", "--thresholds", "0.5", "0.96")
   assert result.stdout.splitlines()[1:] == [
-      "exact match >= 0.5: 0:10:00 (600 s) at step 1,000 (exact match 0.5200)",
-      "exact match >= 0.96: 1:06:40 (4000 s) at step 4,000 (exact match 0.9905)"]
+      "exact match >= 0.5: 0:10:00 (600 s), examples unknown, at step 1,000 (exact match 0.5200)",
+      "exact match >= 0.96: 1:06:40 (4000 s), examples unknown, at step 4,000 "
+      "(exact match 0.9905)"]
+  # A history with the training examples says them.
+  counted = [dict(entry, examples=entry["step"] * 64) for entry in HISTORY]
+  card = dict(record(validation_history=counted, train_examples=320_000).card_fields(), step=5000)
+  (tmp_path / "model.json").write_text(json.dumps(card))
+  result = run_script(tmp_path / "model.json", "--thresholds", "0.8875")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines()[1:] == [
+      "exact match >= 0.8875: 0:20:50 (1250 s), 128,000 examples, at step 2,000 "
+      "(exact match 0.8875)"]
 
 
 def test_time_to_accuracy_reads_event_files_with_a_resumed_run_repeating_steps(tmp_path):
@@ -131,7 +146,29 @@ def test_time_to_accuracy_reads_event_files_with_a_resumed_run_repeating_steps(t
   assert result.stdout.splitlines() == [
       f"{tmp_path} (event files): 5 validations, to step 5,000 after 1:23:20 of training "
       "(validation apart)",
-      "exact match >= 0.99: 0:30:00 (1800 s) at step 3,000 (exact match 0.9910)"]
+      "exact match >= 0.99: 0:30:00 (1800 s), examples unknown, at step 3,000 "
+      "(exact match 0.9910)"]
+
+
+def test_time_to_accuracy_reads_training_examples_from_event_files(tmp_path):
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  # Dense early validations, of a run whose batches vary in rows; the first
+  # validation was logged before the examples were.
+  with SummaryWriter(str(tmp_path)) as writer:
+    for step, seconds, examples, exact_match in ((100, 60.0, None, 0.5),
+                                                 (190, 115.0, 20_480, 0.8),
+                                                 (283, 170.0, 30_720, 0.89),
+                                                 (1000, 600.0, 107_008, 0.95)):
+      writer.add_scalar("val/exact_match", exact_match, step)
+      writer.add_scalar("val/train_seconds", seconds, step)
+      if examples is not None:
+        writer.add_scalar("val/train_examples", examples, step)
+  result = run_script(tmp_path, "--thresholds", "0.5", "0.8875")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines()[1:] == [
+      "exact match >= 0.5: 0:01:00 (60 s), examples unknown, at step 100 (exact match 0.5000)",
+      "exact match >= 0.8875: 0:02:50 (170 s), 30,720 examples, at step 283 "
+      "(exact match 0.8900)"]
 
 
 def test_time_to_accuracy_refuses_a_source_without_history(tmp_path):
@@ -161,4 +198,5 @@ def test_time_to_accuracy_falls_back_on_the_latest_checkpoint_without_event_file
   assert result.stdout.splitlines()[-2:] == [
       f"{tmp_path} (latest checkpoint's record): 4 validations, to step 4,000 after 1:06:40 of "
       "training (validation apart)",
-      "exact match >= 0.99: 1:06:40 (4000 s) at step 4,000 (exact match 0.9905)"]
+      "exact match >= 0.99: 1:06:40 (4000 s), examples unknown, at step 4,000 "
+      "(exact match 0.9905)"]

@@ -137,8 +137,38 @@ def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, d
   assert script.stdout.splitlines()[0].startswith(f"{tmp_path / 'resumed'} (event files): "
                                                   f"{len(history)} validations")
   assert script.stdout.splitlines()[1].endswith(
-      f"({seconds[0]:.0f} s) at step {history[0]['step']} "
+      f"({seconds[0]:.0f} s), {history[0]['examples']:,} examples, at step {history[0]['step']} "
       f"(exact match {history[0]['exact_match']:.4f})")
+  # The training examples go on across the resume, as the uninterrupted run counted them.
+  assert [entry["examples"] for entry in history] == [entry["examples"]
+                                                      for entry in straight_history]
+  assert resumed_record.train_examples == latest_record(str(tmp_path / "straight")).train_examples
+
+
+def test_a_resumed_run_goes_on_counting_examples_and_validating_densely_where_it_left(
+    tiny_run, tiny_run_copy):
+  batch = tiny_run.config.batch_size  # every batch of the tiny config: one bucket, full rows
+  record = latest_record(str(tiny_run.workdir))
+  assert [(entry["step"], entry["examples"]) for entry in record.validation_history] == [
+      (12, 12 * batch), (23, 23 * batch)]
+  assert record.train_examples == 23 * batch
+  # Resumed for a second epoch with early validations every 200 examples up to
+  # 2,000, stopped once on the way: 1,600 examples are reached at step 25,
+  # 1,800 at 29, 2,000 at 32, besides the step schedule's 24.
+  config = config_files.set_fields(
+      tiny_run.config.copy_and_resolve_references(),
+      {"max_epochs": 2, "val_early_every_examples": 200, "val_early_until_examples": 2000})
+  train.train_and_evaluate(config, str(tiny_run_copy), stop_at_step=27)
+  assert latest_record(str(tiny_run_copy)).train_examples == 27 * batch
+  train.train_and_evaluate(config, str(tiny_run_copy), stop_at_step=33)
+  resumed = latest_record(str(tiny_run_copy))
+  assert resumed.train_examples == 33 * batch
+  steps = [entry["step"] for entry in resumed.validation_history]
+  assert steps == [12, 23, 24, 25, 29, 32]
+  assert [entry["examples"] for entry in resumed.validation_history] == [
+      step * batch for step in steps]
+  logged = dict(latest_by_step(read_scalars(tiny_run_copy)["val/train_examples"]))
+  assert logged == {step: step * batch for step in steps}
 
 
 def test_generated_stream_run_resumes_like_an_uninterrupted_one(tmp_path, data_dir, capsys):
