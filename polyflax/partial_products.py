@@ -161,9 +161,8 @@ def loss_sums(logits: jax.Array, targets: jax.Array, row_mask: jax.Array,
     (mean loss over every (position, slot) counted, dict of float32 sums).
   """
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  expected = jnp.broadcast_to(targets[:, None], log_probs.shape[:-1])
-  picked = jnp.take_along_axis(log_probs, expected[..., None], axis=-1)[..., 0]
-  correct = (jnp.argmax(log_probs, axis=-1) == expected).astype(jnp.float32)
+  picked = jnp.sum(log_probs * jax.nn.one_hot(targets, NUM_CLASSES)[:, None], axis=-1)
+  correct = (jnp.argmax(logits, axis=-1) == targets[:, None]).astype(jnp.float32)
   weights = position_mask.astype(jnp.float32) * row_mask.astype(jnp.float32)[:, None]
   slots = targets.shape[1] * targets.shape[2]
   sums = {
