@@ -229,6 +229,7 @@ def test_off_the_built_state_is_todays():
 # The batch over several devices, and a tiny run.
 
 
+@pytest.mark.slow
 def test_the_targets_shard_like_the_batch_and_two_devices_give_one_devices_step(tmp_path):
   out = tmp_path / "two.npz"
   env = dict(os.environ, XLA_FLAGS=(f"{os.environ.get('XLA_FLAGS', '')} "
