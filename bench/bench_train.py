@@ -29,7 +29,7 @@ if __name__ == "__main__":
 import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from polyflax import config_files, example_sources, generate, input_pipeline, sharding, steps  # pylint: disable=wrong-import-position
+from polyflax import config_files, example_sources, generate, input_pipeline, sharding  # pylint: disable=wrong-import-position
 from polyflax import training_streams  # pylint: disable=wrong-import-position
 from polyflax import experiment as experiment_lib  # pylint: disable=wrong-import-position
 from polyflax import vocab as vocab_lib  # pylint: disable=wrong-import-position
@@ -76,7 +76,7 @@ def main():
   start = time.perf_counter()
   for _ in range(args.steps):
     batch = next(batches)
-    state, sums = experiment.train_step(state, steps.step_batch(batch, mesh))
+    state, sums = experiment.train_step(state, experiment.train_batch(batch))
     examples += int(batch["example_mask"].sum())
     real_tokens += int((batch["inputs"] != 0).sum() + (batch["targets"] != 0).sum())
     padded_tokens += batch["inputs"].size + batch["targets"].size
@@ -88,7 +88,7 @@ def main():
     with jax.profiler.trace(args.profile):
       for _ in range(args.profile_steps):
         batch = next(batches)
-        state, sums = experiment.train_step(state, steps.step_batch(batch, mesh))
+        state, sums = experiment.train_step(state, experiment.train_batch(batch))
       jax.block_until_ready(sums)
 
   split_examples = 760_000

@@ -105,6 +105,10 @@ def get_config():
   # A step whose loss is NaN/inf stops training (False) or is skipped and
   # counted in the logs as train/skipped_steps (True).
   config.skip_nonfinite_steps = False
+  # Weight of an auxiliary loss added to the token loss: a training-only head
+  # predicts the partial products a*d and b*c of (a*u+b)*(c*u+d), the parts of
+  # the linear coefficient (polyflax/partial_products.py). 0: off, no head.
+  config.partial_products_weight = 0.0
 
   # --- validation, logging, checkpoints ------------------------------------
   # Validate (and checkpoint) every this fraction of an epoch.

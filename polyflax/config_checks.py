@@ -82,6 +82,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int = 1) -> Non
       problems.append(f"{name} must be in [0, 1) (got {value!r})")
   if not 0.0 < config.val_check_interval <= 1.0:
     problems.append(f"val_check_interval must be in (0, 1] of an epoch (got {config.val_check_interval!r})")
+  if config.partial_products_weight < 0:
+    problems.append(f"partial_products_weight must be >= 0 (got {config.partial_products_weight!r})")
   if config.learning_rate <= 0:
     problems.append(f"learning_rate must be positive (got {config.learning_rate!r})")
   for name, allowed in (("lr_schedule", LR_SCHEDULES), ("compute_dtype", COMPUTE_DTYPES),

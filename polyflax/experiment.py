@@ -24,6 +24,7 @@ import optax
 from polyflax import config_checks
 from polyflax import model_setup
 from polyflax import models
+from polyflax import partial_products
 from polyflax import sharding
 from polyflax import steps
 from polyflax import vocab as vocab_lib
@@ -54,20 +55,22 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
   return optax.chain(*parts)
 
 
-def init_state(params, tx, seed: int, ema_decay: float = 0.0) -> steps.TrainState:
+def init_state(params, tx, seed: int, ema_decay: float = 0.0,
+               head_params=None) -> steps.TrainState:
   """Step 0: the initial parameters, a fresh optimizer state and the dropout key.
 
   With `ema_decay > 0`, also the parameters' moving average, started at a
   float32 copy of them (a copy: the step donates the state, and one buffer
-  cannot be donated twice).
+  cannot be donated twice). With `head_params` (the partial-products head),
+  the optimizer state covers them too.
   """
   ema_params = None
   if ema_decay > 0:
     ema_params = jax.tree.map(lambda x: jnp.array(x, dtype=jnp.float32, copy=True), params)
   return steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=tx.init(params),
+                          opt_state=tx.init(steps.trained_params(params, head_params)),
                           rng=jax.random.key_data(jax.random.key(seed + 1)),
-                          ema_params=ema_params)
+                          ema_params=ema_params, head_params=head_params)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +87,26 @@ class Experiment:
   train_step: Callable
   # (params, global batch) -> metric sums, teacher forced.
   eval_step: Callable
+  # Digit slots of the partial products' targets; 0 when the run does not learn them.
+  partial_products_digits: int = 0
 
   @property
   def fingerprint(self) -> dict:
     """The model fields every checkpoint of the run records."""
     return model_setup.model_fingerprint(self.model_cfg)
+
+  def train_batch(self, local_batch: dict) -> dict:
+    """The global, sharded arrays the train step reads, from this process's rows of a batch.
+
+    With the partial-products task on, its targets are computed here, on the
+    host, from the rows' input tokens, and sharded like the rest.
+    """
+    if not self.partial_products_digits:
+      return steps.step_batch(local_batch, self.mesh)
+    local_batch = partial_products.with_targets(local_batch, self.vocab,
+                                                self.partial_products_digits)
+    return steps.step_batch(local_batch, self.mesh,
+                            steps.STEP_INPUTS + partial_products.BATCH_FIELDS)
 
 
 def build(config: ml_collections.ConfigDict, total_steps: int,
@@ -106,14 +124,22 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
   config_checks.check_param_count(num_params, config)
   schedule = learning_rate_schedule(config, total_steps)
   tx = make_optimizer(config, schedule)
-  state = sharding.put_replicated(init_state(params, tx, config.seed, config.ema_decay), mesh)
+  # The partial-products head: trained beside the model, never part of it.
+  head_graphdef, head_params, digits = None, None, 0
+  if config.partial_products_weight > 0:
+    digits = partial_products.digit_slots()
+    head_graphdef, head_params = partial_products.create_head(model_cfg.hidden_dim, digits,
+                                                              config.seed + 2)
+  state = sharding.put_replicated(
+      init_state(params, tx, config.seed, config.ema_decay, head_params), mesh)
   replicated = sharding.replicated(mesh)
   batch_sharded = sharding.batch_sharded(mesh)
   train_step = jax.jit(
       functools.partial(steps.train_step, graphdef=graphdef, tx=tx,
                         label_smoothing=config.label_smoothing,
                         skip_nonfinite=config.skip_nonfinite_steps,
-                        ema_decay=config.ema_decay),
+                        ema_decay=config.ema_decay, head_graphdef=head_graphdef,
+                        partial_products_weight=config.partial_products_weight),
       in_shardings=(replicated, batch_sharded),
       out_shardings=(replicated, replicated),
       donate_argnums=(0,))
@@ -122,7 +148,8 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
                       out_shardings=replicated)
   experiment = Experiment(config=config, mesh=mesh, vocab=vocab, model_cfg=model_cfg,
                           graphdef=graphdef, num_params=num_params, schedule=schedule,
-                          train_step=train_step, eval_step=eval_step)
+                          train_step=train_step, eval_step=eval_step,
+                          partial_products_digits=digits)
   return experiment, state
 
 
@@ -135,5 +162,5 @@ def compile_train_step(experiment: Experiment, state: steps.TrainState, shapes) 
   """
   return sharding.compile_shapes(
       lambda batch: experiment.train_step(jax.tree.map(lambda x: x.copy(), state),
-                                          steps.step_batch(batch, experiment.mesh)),
+                                          experiment.train_batch(batch)),
       shapes)

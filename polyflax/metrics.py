@@ -20,6 +20,9 @@ AVERAGES = {
     "loss": ("loss_sum", "token_count"),
     "token_accuracy": ("token_correct", "token_count"),
     "sequence_accuracy": ("sequence_correct", "sequence_count"),
+    # The partial-products head's (training with partial_products_weight > 0), per slot.
+    "partial_products_loss": ("partial_products_loss_sum", "partial_products_slots"),
+    "partial_products_accuracy": ("partial_products_correct", "partial_products_slots"),
 }
 
 

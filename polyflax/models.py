@@ -250,9 +250,15 @@ class Transformer(nnx.Module):
     x = x + jax.lax.dynamic_slice_in_dim(positions, offset, length)[None]
     return self.embed_dropout(x, deterministic=deterministic, rngs=rngs)
 
+  def _final_hidden(self, x):
+    """The decoder's last residual stream as the output projection reads it (normalised)."""
+    return self.decoder_norm(x) if self.config.pre_norm else x
+
   def _logits(self, x):
-    if self.config.pre_norm:
-      x = self.decoder_norm(x)
+    return self._project(self._final_hidden(x))
+
+  def _project(self, x):
+    """Final hidden states [B, T, D] -> logits [B, T, V] (the tied embedding)."""
     embedding = self.embed.embedding[...].astype(self.config.dtype)
     return jnp.einsum("btd,vd->btv", x.astype(self.config.dtype), embedding,
                       preferred_element_type=jnp.float32)
@@ -270,8 +276,13 @@ class Transformer(nnx.Module):
     """Per decoder layer, the cross-attention (keys, values) of the encoder output."""
     return [layer.cross_attention.key_value(encoded) for layer in self.decoder_layers]
 
-  def decode(self, decoder_inputs, encoded, inputs, *, deterministic=True, rngs=None):
-    """Teacher-forced decoding: decoder_inputs [B, T] (bos first) -> logits [B, T, V]."""
+  def decode(self, decoder_inputs, encoded, inputs, *, deterministic=True, rngs=None,
+             return_hidden=False):
+    """Teacher-forced decoding: decoder_inputs [B, T] (bos first) -> logits [B, T, V].
+
+    With `return_hidden`, (logits, hidden): also the final hidden states
+    [B, T, D] float32 the logits are projected from (for a training-only head).
+    """
     target_valid = jnp.ones(decoder_inputs.shape, dtype=bool)
     self_mask = causal_mask(decoder_inputs.shape[1])
     cross_mask = padding_mask(target_valid, inputs != PAD_ID)
@@ -280,16 +291,19 @@ class Transformer(nnx.Module):
     for layer, layer_cross_kv in zip(self.decoder_layers, cross_kv):
       x = layer(x, None, self_mask, layer_cross_kv, cross_mask,
                 deterministic=deterministic, rngs=rngs)
-    return self._logits(x)
+    hidden = self._final_hidden(x)
+    logits = self._project(hidden)
+    return (logits, hidden) if return_hidden else logits
 
-  def __call__(self, inputs, targets, *, deterministic=True, rngs=None):
+  def __call__(self, inputs, targets, *, deterministic=True, rngs=None, return_hidden=False):
     """inputs [B, S], targets [B, T] (eos-terminated, 0-padded) -> logits [B, T, V].
 
     The decoder reads the targets shifted right by one with bos (BOS_ID) first.
+    With `return_hidden`, (logits, final decoder hidden states [B, T, D]).
     """
     encoded = self.encode(inputs, deterministic=deterministic, rngs=rngs)
     return self.decode(shift_right(targets), encoded, inputs,
-                       deterministic=deterministic, rngs=rngs)
+                       deterministic=deterministic, rngs=rngs, return_hidden=return_hidden)
 
   # --- incremental decoding with an explicit cache -------------------------
 

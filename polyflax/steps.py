@@ -9,6 +9,12 @@ With `ema_decay > 0` the state also carries `ema_params`, a float32
 exponential moving average of the parameters updated by every step; it is
 then what the run validates, keeps as its best checkpoint and exports
 (`TrainState.model_params`).
+
+With `partial_products_weight > 0` the state also carries `head_params`,
+the parameters of the partial-products head (`partial_products.py`), which
+train with the model under the one optimizer (one gradient, clipped as a
+whole) and are never exported: the step adds the weighted loss of the head
+over the decoder's final hidden states to the token loss.
 """
 
 from __future__ import annotations
@@ -21,10 +27,15 @@ import optax
 from flax import nnx, struct
 
 from polyflax import metrics as metrics_lib
+from polyflax import partial_products
 from polyflax import sharding
+from polyflax.vocab import PAD_ID
 
 # The arrays of a batch that a step reads (the batch's `index` stays on the host).
 STEP_INPUTS = ("inputs", "targets", "example_mask")
+# The field of a checkpoint's state holding the partial-products head, saved
+# only by a run with partial_products_weight > 0.
+HEAD_PARAMS_FIELD = "partial_products_head"
 
 
 @struct.dataclass
@@ -37,11 +48,30 @@ class TrainState:
   # float32 moving average of `params` (config.ema_decay > 0); None when off,
   # so the state and its checkpoints are those of a run without it.
   ema_params: Any = None
+  # The partial-products head's parameters (partial_products_weight > 0);
+  # None when off, so the state and its checkpoints are those of a run without it.
+  head_params: Any = None
 
   @property
   def model_params(self) -> Any:
     """The parameters the run is judged by and exports: the average when kept, else `params`."""
     return self.params if self.ema_params is None else self.ema_params
+
+  @property
+  def trained_params(self) -> Any:
+    """What the optimizer updates: `params`, and the head's beside them when there is one."""
+    return trained_params(self.params, self.head_params)
+
+  def with_trained_params(self, trained: Any) -> TrainState:
+    """The state with `trained` (a `trained_params` tree) as its parameters."""
+    if self.head_params is None:
+      return self.replace(params=trained)
+    return self.replace(params=trained["model"], head_params=trained[HEAD_PARAMS_FIELD])
+
+
+def trained_params(params: Any, head_params: Any = None) -> Any:
+  """`params` alone, or {"model": params, HEAD_PARAMS_FIELD: head_params} (one optimizer state)."""
+  return params if head_params is None else {"model": params, HEAD_PARAMS_FIELD: head_params}
 
 
 def checkpoint_tree(state: TrainState) -> dict:
@@ -56,12 +86,16 @@ def checkpoint_tree(state: TrainState) -> dict:
           "rng": state.rng}
   if state.ema_params is not None:
     tree["ema_params"] = state.ema_params
+  if state.head_params is not None:
+    tree[HEAD_PARAMS_FIELD] = state.head_params
   return tree
 
 
 def state_from_checkpoint_tree(tree: dict) -> TrainState:
   """The `TrainState` of a restored `checkpoint_tree`."""
-  return TrainState(**tree)
+  tree = dict(tree)
+  head_params = tree.pop(HEAD_PARAMS_FIELD, None)
+  return TrainState(**tree, head_params=head_params)
 
 
 def ema_decay_at(step: jax.Array, ema_decay: float) -> jax.Array:
@@ -83,46 +117,68 @@ def update_ema(ema_params: Any, params: Any, step: jax.Array, ema_decay: float) 
       ema_params, params)
 
 
-def step_batch(local_batch: dict, mesh) -> dict:
-  """The global, sharded arrays a step reads, from this process's rows of a batch."""
-  return sharding.put_batch({name: local_batch[name] for name in STEP_INPUTS}, mesh)
+def step_batch(local_batch: dict, mesh, names: tuple[str, ...] = STEP_INPUTS) -> dict:
+  """The global, sharded arrays `names` a step reads, from this process's rows of a batch."""
+  return sharding.put_batch({name: local_batch[name] for name in names}, mesh)
 
 
 def train_step(state: TrainState, batch, *, graphdef, tx, label_smoothing: float,
-               skip_nonfinite: bool = False, ema_decay: float = 0.0):
+               skip_nonfinite: bool = False, ema_decay: float = 0.0,
+               head_graphdef=None, partial_products_weight: float = 0.0):
   """One optimizer step on a global batch; returns the new state and metric sums.
 
   With `ema_decay > 0` the state's `ema_params` (see `experiment.init_state`)
-  move toward the updated parameters (`update_ema`).
+  move toward the updated parameters (`update_ema`). With
+  `partial_products_weight > 0` the loss is the token loss plus that weight
+  times the partial-products head's (`head_graphdef`, the state's
+  `head_params`, the batch's `partial_products.BATCH_FIELDS`).
   """
   if ema_decay > 0 and state.ema_params is None:
     raise ValueError("ema_decay > 0 needs a state with ema_params (experiment.init_state)")
+  learns_products = partial_products_weight > 0
+  if learns_products != (state.head_params is not None) or (learns_products
+                                                            and head_graphdef is None):
+    raise ValueError("partial_products_weight > 0 needs a state with head_params and a "
+                     "head_graphdef, and 0 a state without (experiment.build)")
   dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-  def loss_fn(params):
-    model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], batch["targets"], deterministic=False,
-                   rngs=nnx.Rngs(dropout=dropout_key))
-    return metrics_lib.cross_entropy_sums(logits, batch["targets"], batch["example_mask"],
-                                          label_smoothing)
+  def loss_fn(trained):
+    model = nnx.merge(graphdef, trained["model"] if learns_products else trained)
+    outputs = model(batch["inputs"], batch["targets"], deterministic=False,
+                    rngs=nnx.Rngs(dropout=dropout_key), return_hidden=learns_products)
+    logits, hidden = outputs if learns_products else (outputs, None)
+    loss, sums = metrics_lib.cross_entropy_sums(logits, batch["targets"], batch["example_mask"],
+                                                label_smoothing)
+    if learns_products:
+      head = nnx.merge(head_graphdef, trained[HEAD_PARAMS_FIELD])
+      head_loss, head_sums = partial_products.loss_sums(
+          head(hidden), batch["partial_products"], batch["partial_products_mask"],
+          batch["targets"] != PAD_ID)
+      loss = loss + partial_products_weight * head_loss
+      sums = dict(sums, **head_sums)
+    return loss, sums
 
-  (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  trained = state.trained_params
+  (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(sums["loss_sum"]) & jnp.isfinite(grad_norm)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  if learns_products:
+    finite &= jnp.isfinite(sums["partial_products_loss_sum"])
+  updates, opt_state = tx.update(grads, state.opt_state, trained)
+  new_trained = optax.apply_updates(trained, updates)
+  params = new_trained["model"] if learns_products else new_trained
   ema_params = (update_ema(state.ema_params, params, state.step, ema_decay)
                 if ema_decay > 0 else state.ema_params)
   if skip_nonfinite:
     # A step with a non-finite loss leaves parameters, average and optimizer untouched.
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+    new_trained, opt_state = keep(new_trained, trained), keep(opt_state, state.opt_state)
     ema_params = keep(ema_params, state.ema_params)
     sums = {name: jnp.where(finite, value, 0.0) for name, value in sums.items()}
     grad_norm = jnp.where(finite, grad_norm, 0.0)
   sums = dict(sums, grad_norm=grad_norm, steps=jnp.float32(1), finite=finite.astype(jnp.float32))
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                       ema_params=ema_params), sums
+  return state.with_trained_params(new_trained).replace(
+      step=state.step + 1, opt_state=opt_state, ema_params=ema_params), sums
 
 
 def eval_step(params, batch, *, graphdef):

@@ -101,8 +101,9 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
 
   The run record is read first, so a checkpoint of another model or data
   stops with what differs before its arrays are read; so does one whose
-  moving average of the parameters (`ema_decay`) is on where the config's is
-  off, or the other way round.
+  moving average of the parameters (`ema_decay`) or partial-products head
+  (`partial_products_weight`) is on where the config's is off, or the other
+  way round.
   """
   latest = store.latest_step()
   if latest is None:
@@ -115,13 +116,21 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
     raise checkpoints.CheckpointError(
         f"{workdir} was trained with digit_order={saved_vocab.digit_order!r}, the config "
         f"says {vocab.digit_order!r}: resume with the run's setting, or use another --workdir")
-  saved_ema = checkpoints.EMA_PARAMS_FIELD in store.saved_fields(latest)
+  saved_fields = store.saved_fields(latest)
+  saved_ema = checkpoints.EMA_PARAMS_FIELD in saved_fields
   if saved_ema != (state.ema_params is not None):
     raise checkpoints.CheckpointError(
         f"checkpoint {store.path(latest)} was trained "
         f"{'with' if saved_ema else 'without'} a moving average of the parameters: resume "
         f"with ema_decay {'> 0' if saved_ema else '= 0'} as it was trained, or use another "
         "--workdir")
+  saved_head = steps.HEAD_PARAMS_FIELD in saved_fields
+  if saved_head != (state.head_params is not None):
+    raise checkpoints.CheckpointError(
+        f"checkpoint {store.path(latest)} was trained "
+        f"{'with' if saved_head else 'without'} the partial-products head: resume with "
+        f"partial_products_weight {'> 0' if saved_head else '= 0'} as it was trained, or use "
+        "another --workdir")
   try:
     train_stream.set_state(record.iterator)
   except (KeyError, ValueError) as error:
@@ -167,8 +176,7 @@ def fast_dev_run(experiment: experiment_lib.Experiment, state: steps.TrainState,
                  data: input_pipeline.TrainingData, batching: bucketing.Batching) -> dict:
   """One training step and one validation batch; nothing written. Returns the val metrics."""
   multiple = sharding.global_batch_multiple(experiment.mesh)
-  state, sums = experiment.train_step(
-      state, steps.step_batch(next(iter(data.train)), experiment.mesh))
+  state, sums = experiment.train_step(state, experiment.train_batch(next(iter(data.train))))
   train_metrics = metrics_lib.averages(sums)
   val_metrics = validation.Validator(experiment, data, batching, max_batches=1,
                                      max_decoded=multiple)(state.model_params)
@@ -340,7 +348,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, mesh,
         if note:
           say(note)
         local_batch = next(batches)
-        state, sums = experiment.train_step(state, steps.step_batch(local_batch, mesh))
+        state, sums = experiment.train_step(state, experiment.train_batch(local_batch))
         examples_before = run.train_examples
         run.after_step(sums, progress_lib.batch_examples(local_batch, jax.process_count()))
         step = run.step
