@@ -106,6 +106,69 @@ COMPARISONS = {
                     "--config.batch_size=32", "--config.max_steps=15000", "--config.seed=0"),
         },
     ),
+    # docs/cpu_recipe.md's second table: levers for the last errors (the
+    # linear coefficient's tails) and for early learning, against
+    # configs/cpu.py as it stood on 2026-12-03 (reversed digits, 5% cancelling
+    # rows, 640,000 fresh lines an epoch), cut to 300,000 training examples
+    # (4,688 steps of 64) with the cosine ending there, validated every
+    # 75,000 examples. The deep arm trades width for depth at the same
+    # parameter count (937,440 against 997,760), so at about the same cost
+    # a step.
+    "cpu_2026_12_03": Comparison(
+        about="levers of configs/cpu.py at 300,000 examples, against the recipe of 2026-12-03",
+        config="configs/cpu.py",
+        common=("--config.train_data=generated", "--config.generated_examples_per_epoch=640000",
+                "--config.digit_order=reversed", "--config.generated_cancel_fraction=0.05",
+                "--config.batch_size=64", "--config.constant_per_batch=examples",
+                "--config.lr_schedule=cosine", "--config.lr_final_fraction=0.0",
+                "--config.max_steps=4688", "--config.val_check_interval=1.0",
+                "--config.val_early_every_examples=75000",
+                "--config.val_early_until_examples=300000",
+                "--config.val_exact_match_examples=1024", "--config.log_every_steps=500"),
+        arms={
+            "base": ("--config.generated_near_cancel_fraction=0.0", "--config.generated_edge_fraction=0.0",
+             "--config.partial_products_weight=0.0", "--config.learning_rate=2e-3",
+             "--config.warmup_steps=500", "--config.model.hidden_dim=128",
+             "--config.model.num_heads=8", "--config.model.encoder_layers=3",
+             "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
+             "--config.model.decoder_ff_dim=256", "--config.seed=0"),
+            # More near-cancelling and edge rows: the two tails, 5% each.
+            "mix": ("--config.generated_near_cancel_fraction=0.05", "--config.generated_edge_fraction=0.05",
+             "--config.partial_products_weight=0.0", "--config.learning_rate=2e-3",
+             "--config.warmup_steps=500", "--config.model.hidden_dim=128",
+             "--config.model.num_heads=8", "--config.model.encoder_layers=3",
+             "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
+             "--config.model.decoder_ff_dim=256", "--config.seed=0"),
+            # The partial products a*d and b*c as an auxiliary target.
+            "partial": ("--config.generated_near_cancel_fraction=0.0", "--config.generated_edge_fraction=0.0",
+             "--config.partial_products_weight=0.1", "--config.learning_rate=2e-3",
+             "--config.warmup_steps=500", "--config.model.hidden_dim=128",
+             "--config.model.num_heads=8", "--config.model.encoder_layers=3",
+             "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
+             "--config.model.decoder_ff_dim=256", "--config.seed=0"),
+            # A higher peak, reached sooner.
+            "lr": ("--config.generated_near_cancel_fraction=0.0", "--config.generated_edge_fraction=0.0",
+             "--config.partial_products_weight=0.0", "--config.learning_rate=3e-3",
+             "--config.warmup_steps=250", "--config.model.hidden_dim=128",
+             "--config.model.num_heads=8", "--config.model.encoder_layers=3",
+             "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
+             "--config.model.decoder_ff_dim=256", "--config.seed=0"),
+            # 5+5 layers of width 96 (6 heads of 16, as the base's 8 of 16).
+            "deep": ("--config.generated_near_cancel_fraction=0.0", "--config.generated_edge_fraction=0.0",
+             "--config.partial_products_weight=0.0", "--config.learning_rate=2e-3",
+             "--config.warmup_steps=500", "--config.model.hidden_dim=96",
+             "--config.model.num_heads=6", "--config.model.encoder_layers=5",
+             "--config.model.decoder_layers=5", "--config.model.encoder_ff_dim=192",
+             "--config.model.decoder_ff_dim=192", "--config.seed=0"),
+            # The base again with another initialisation and batch order: the spread of seeds.
+            "base_seed1": ("--config.generated_near_cancel_fraction=0.0", "--config.generated_edge_fraction=0.0",
+             "--config.partial_products_weight=0.0", "--config.learning_rate=2e-3",
+             "--config.warmup_steps=500", "--config.model.hidden_dim=128",
+             "--config.model.num_heads=8", "--config.model.encoder_layers=3",
+             "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
+             "--config.model.decoder_ff_dim=256", "--config.seed=1"),
+        },
+    ),
 }
 
 
