@@ -174,7 +174,8 @@ COMPARISONS = {
                            "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
                            "--config.model.decoder_ff_dim=256", "--config.seed=1"),
             # A second round, after the first six: partial products again with
-            # another seed, with a larger weight, and with the row mix on top.
+            # another seed, with a larger weight, with the row mix on top, and
+            # with lr's higher, sooner peak on top.
             "partial_seed1": ("--config.generated_near_cancel_fraction=0.0",
                               "--config.generated_edge_fraction=0.0",
                               "--config.partial_products_weight=0.1",
@@ -197,6 +198,13 @@ COMPARISONS = {
                             "--config.model.num_heads=8", "--config.model.encoder_layers=3",
                             "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
                             "--config.model.decoder_ff_dim=256", "--config.seed=0"),
+            "partial_lr": ("--config.generated_near_cancel_fraction=0.0",
+                           "--config.generated_edge_fraction=0.0",
+                           "--config.partial_products_weight=0.1", "--config.learning_rate=3e-3",
+                           "--config.warmup_steps=250", "--config.model.hidden_dim=128",
+                           "--config.model.num_heads=8", "--config.model.encoder_layers=3",
+                           "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
+                           "--config.model.decoder_ff_dim=256", "--config.seed=0"),
         },
     ),
 }
