@@ -175,7 +175,7 @@ COMPARISONS = {
                            "--config.model.decoder_ff_dim=256", "--config.seed=1"),
             # A second round, after the first six: partial products again with
             # another seed, with a larger weight, with the row mix on top, and
-            # with lr's higher, sooner peak on top.
+            # with lr's higher, sooner peak on top, and with deep's shape.
             "partial_seed1": ("--config.generated_near_cancel_fraction=0.0",
                               "--config.generated_edge_fraction=0.0",
                               "--config.partial_products_weight=0.1",
@@ -205,6 +205,14 @@ COMPARISONS = {
                            "--config.model.num_heads=8", "--config.model.encoder_layers=3",
                            "--config.model.decoder_layers=3", "--config.model.encoder_ff_dim=256",
                            "--config.model.decoder_ff_dim=256", "--config.seed=0"),
+            "deep_partial": ("--config.generated_near_cancel_fraction=0.0",
+                             "--config.generated_edge_fraction=0.0",
+                             "--config.partial_products_weight=0.1",
+                             "--config.learning_rate=2e-3", "--config.warmup_steps=500",
+                             "--config.model.hidden_dim=96", "--config.model.num_heads=6",
+                             "--config.model.encoder_layers=5", "--config.model.decoder_layers=5",
+                             "--config.model.encoder_ff_dim=192",
+                             "--config.model.decoder_ff_dim=192", "--config.seed=0"),
         },
     ),
 }
