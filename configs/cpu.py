@@ -68,6 +68,10 @@ def get_config():
   # Every half epoch (320,000 examples): enough points for the curve, at a
   # small cost beside half an epoch of training.
   config.val_check_interval = 0.5
+  # And every 25,000 training examples up to 500,000 (20 more validations): the
+  # early curve in examples, where the reference's exact match is crossed.
+  config.val_early_every_examples = 25_000
+  config.val_early_until_examples = 500_000
   # Half red's lines decoded for exact match: greedy decoding is slow on a CPU.
   config.val_exact_match_examples = 1024
   # Training scalars every 200 steps: the steps are many and short.
