@@ -229,6 +229,16 @@ COMPARISONS = {
                            "--config.model.num_heads=6", "--config.model.encoder_layers=5",
                            "--config.model.decoder_layers=5", "--config.model.encoder_ff_dim=192",
                            "--config.model.decoder_ff_dim=192", "--config.seed=1"),
+            # The candidate for the whole run: partial_lr with the row mix on top.
+            "partial_lr_mix": ("--config.generated_near_cancel_fraction=0.05",
+                               "--config.generated_edge_fraction=0.05",
+                               "--config.partial_products_weight=0.1",
+                               "--config.learning_rate=3e-3", "--config.warmup_steps=250",
+                               "--config.model.hidden_dim=128", "--config.model.num_heads=8",
+                               "--config.model.encoder_layers=3",
+                               "--config.model.decoder_layers=3",
+                               "--config.model.encoder_ff_dim=256",
+                               "--config.model.decoder_ff_dim=256", "--config.seed=0"),
         },
     ),
 }
