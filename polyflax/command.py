@@ -20,11 +20,12 @@ Flags:
 evaluate and predict also take an exported model folder as --workdir.
 
 Configs (configs/; their measured times and scores are in docs/results.md):
-  default.py  the reference's recipe (red)
-  orange.py   red at batch 256
-  best.py     the accuracy recipe for one GPU
-  cpu.py      the recipe for a 2-core CPU (the shipped checkpoints/cpu)
-  tiny.py     the smallest model, for tests and smoke runs
+  default.py                the reference's recipe (red)
+  orange.py                 red at batch 256
+  best.py                   the accuracy recipe for one GPU
+  cpu.py                    the recipe for a 2-core CPU (the shipped checkpoints/cpu)
+  cpu_partial_products.py   cpu.py with the levers short runs favoured, not trained whole yet
+  tiny.py                   the smallest model, for tests and smoke runs
 
 predict expands products of two linear factors in the data's range, written
 (a*u+b)*(c*u+d) with a, c in -9..8 (not 0) and b, d in -32..31; each input
