@@ -20,15 +20,20 @@ _SPEC.loader.exec_module(compare_levers)
 REPORTED = compare_levers.COMPARISONS["cpu_2026_12_01"]
 
 
-def reported_levers() -> dict[str, str]:
-  """{arm: lever} of the table in docs/cpu_recipe.md."""
+TODAYS = compare_levers.COMPARISONS["cpu_2026_12_03"]
+
+
+def reported_levers(section: str) -> dict[str, str]:
+  """{arm: lever} of the table in `section` (a "## " heading) of docs/cpu_recipe.md."""
   text = (REPO / "docs" / "cpu_recipe.md").read_text(encoding="utf-8")
+  text = text[text.index(f"\n## {section}\n"):]
+  text = text[:text.find("\n## ", 1)]
   rows = re.findall(r"^\| (\w+) \| ([^|]+) \| \*\*", text, re.M)
   return {arm: lever.strip() for arm, lever in rows}
 
 
 def test_each_reported_arm_differs_from_the_base_by_the_lever_the_docs_name():
-  levers = reported_levers()
+  levers = reported_levers("The table")
   assert set(levers) == {"base", "reversed", "reversed_seed1", "ema", "mix"}
   for arm, lever in levers.items():
     if arm != "base":
@@ -36,6 +41,11 @@ def test_each_reported_arm_differs_from_the_base_by_the_lever_the_docs_name():
   assert compare_levers.lever(REPORTED, "base") == []
   assert compare_levers.lever(REPORTED, "b32") == ["digit_order=reversed", "batch_size=32",
                                                    "max_steps=15000"]
+  todays = reported_levers("Levers for the last errors (2026-12-03)")
+  assert set(todays) == set(TODAYS.arms) - {"partial_w03"}  # stopped, never scored
+  for arm, lever in todays.items():
+    assert ", ".join(compare_levers.lever(TODAYS, arm)) == (
+        "" if lever == "(the base)" else lever), arm
 
 
 def test_the_base_is_configs_cpu_py_as_it_was_measured():
@@ -54,6 +64,22 @@ def test_the_base_is_configs_cpu_py_as_it_was_measured():
               64, "examples", 2e-3, 500, "cosine", 0.0, 0.0, 0.0, 0)
   assert (config.max_steps, config.val_check_interval, config.val_exact_match_examples) == (
       7500, 0.1, 1024)
+
+
+def test_todays_base_is_configs_cpu_py_as_it_was_measured():
+  # configs/cpu.py of 2026-12-03, cut to 300,032 examples: pinned, so the arms
+  # stay these whatever configs/cpu.py becomes.
+  config = config_files.load(REPO / TODAYS.config, [*TODAYS.common, *TODAYS.arms["base"]])
+  assert (config.model.hidden_dim, config.model.encoder_layers, config.model.decoder_ff_dim,
+          config.model.dropout_rate) == (128, 3, 256, 0)
+  assert (config.train_data, config.generated_examples_per_epoch, config.digit_order,
+          config.generated_cancel_fraction, config.generated_near_cancel_fraction,
+          config.generated_edge_fraction, config.partial_products_weight) == (
+              "generated", 640_000, "reversed", 0.05, 0.0, 0.0, 0.0)
+  assert (config.batch_size, config.learning_rate, config.warmup_steps, config.lr_schedule,
+          config.max_steps * config.batch_size, config.val_early_every_examples) == (
+              64, 2e-3, 500, "cosine", 300_032, 75_000)
+  compare_levers.check_comparison(TODAYS)
 
 
 def test_every_arm_must_write_out_every_field_of_its_comparison():
