@@ -116,21 +116,19 @@ def resume(store: checkpoints.CheckpointStore, state: steps.TrainState,
     raise checkpoints.CheckpointError(
         f"{workdir} was trained with digit_order={saved_vocab.digit_order!r}, the config "
         f"says {vocab.digit_order!r}: resume with the run's setting, or use another --workdir")
+  # The optional parts of the state must be those the run was trained with.
   saved_fields = store.saved_fields(latest)
-  saved_ema = checkpoints.EMA_PARAMS_FIELD in saved_fields
-  if saved_ema != (state.ema_params is not None):
-    raise checkpoints.CheckpointError(
-        f"checkpoint {store.path(latest)} was trained "
-        f"{'with' if saved_ema else 'without'} a moving average of the parameters: resume "
-        f"with ema_decay {'> 0' if saved_ema else '= 0'} as it was trained, or use another "
-        "--workdir")
-  saved_head = steps.HEAD_PARAMS_FIELD in saved_fields
-  if saved_head != (state.head_params is not None):
-    raise checkpoints.CheckpointError(
-        f"checkpoint {store.path(latest)} was trained "
-        f"{'with' if saved_head else 'without'} the partial-products head: resume with "
-        f"partial_products_weight {'> 0' if saved_head else '= 0'} as it was trained, or use "
-        "another --workdir")
+  for field, held, part, setting in (
+      (checkpoints.EMA_PARAMS_FIELD, state.ema_params, "a moving average of the parameters",
+       "ema_decay"),
+      (steps.HEAD_PARAMS_FIELD, state.head_params, "the partial-products head",
+       "partial_products_weight")):
+    saved = field in saved_fields
+    if saved != (held is not None):
+      raise checkpoints.CheckpointError(
+          f"checkpoint {store.path(latest)} was trained {'with' if saved else 'without'} "
+          f"{part}: resume with {setting} {'> 0' if saved else '= 0'} as it was trained, "
+          "or use another --workdir")
   try:
     train_stream.set_state(record.iterator)
   except (KeyError, ValueError) as error:

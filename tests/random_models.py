@@ -41,3 +41,17 @@ def random_inputs(batch, length, seed=0):
 @functools.partial(jax.jit, static_argnums=0)
 def apply(graphdef, params, inputs, targets):
   return nnx.merge(graphdef, params)(inputs, targets)
+
+
+def tiny_model_and_two_rows():
+  """(graphdef, params, numpy batch) of a 1+1-layer model of the default vocabulary and two rows."""
+  from polyflax import vocab as vocab_lib  # pylint: disable=import-outside-toplevel
+  vocab = vocab_lib.Vocab.default()
+  model_cfg = models.ModelConfig(vocab_size=vocab.size, hidden_dim=16, num_heads=2,
+                                 encoder_layers=1, decoder_layers=1, encoder_ff_dim=32,
+                                 decoder_ff_dim=32, max_len=32)
+  graphdef, params = nnx.split(models.Transformer(model_cfg, rngs=nnx.Rngs(0)), nnx.Param)
+  batch = {"inputs": vocab.encode_batch(["(k-15)*(2*k+29)", "(21-t)*(-6*t-4)"], 32),
+           "targets": vocab.encode_batch(["2*k**2-k-435", "6*t**2-122*t-84"], 32),
+           "example_mask": np.ones((2,), np.float32)}
+  return graphdef, params, batch

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import random_models
 from checkpoint_files import read_arrays
 from flax import nnx
 
@@ -29,15 +30,8 @@ def leaves(tree):
 
 def tiny_model_and_batch():
   """(graphdef, params, batch) of a 1+1-layer model and two examples."""
-  vocab = vocab_lib.Vocab.default()
-  model_cfg = models.ModelConfig(vocab_size=vocab.size, hidden_dim=16, num_heads=2,
-                                 encoder_layers=1, decoder_layers=1, encoder_ff_dim=32,
-                                 decoder_ff_dim=32, max_len=32)
-  graphdef, params = nnx.split(models.Transformer(model_cfg, rngs=nnx.Rngs(0)), nnx.Param)
-  batch = {"inputs": jnp.asarray(vocab.encode_batch(["(k-15)*(2*k+29)", "(21-t)*(-6*t-4)"], 32)),
-           "targets": jnp.asarray(vocab.encode_batch(["2*k**2-k-435", "6*t**2-122*t-84"], 32)),
-           "example_mask": jnp.ones((2,), jnp.float32)}
-  return graphdef, params, batch
+  graphdef, params, batch = random_models.tiny_model_and_two_rows()
+  return graphdef, params, {name: jnp.asarray(value) for name, value in batch.items()}
 
 
 # ---------------------------------------------------------------------------

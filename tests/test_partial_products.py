@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import random_models
 from checkpoint_files import read_arrays
 from flax import nnx
 from polyflax.events import read_scalars
@@ -140,15 +141,8 @@ def test_the_loss_counts_real_positions_of_rows_with_targets_per_slot():
 
 def tiny_model_and_batch():
   """(graphdef, params, batch with the task's targets) of a 1+1-layer model and two rows."""
-  vocab = vocab_lib.Vocab.default()
-  model_cfg = models.ModelConfig(vocab_size=vocab.size, hidden_dim=16, num_heads=2,
-                                 encoder_layers=1, decoder_layers=1, encoder_ff_dim=32,
-                                 decoder_ff_dim=32, max_len=32)
-  graphdef, params = nnx.split(models.Transformer(model_cfg, rngs=nnx.Rngs(0)), nnx.Param)
-  batch = {"inputs": vocab.encode_batch(["(k-15)*(2*k+29)", "(21-t)*(-6*t-4)"], 32),
-           "targets": vocab.encode_batch(["2*k**2-k-435", "6*t**2-122*t-84"], 32),
-           "example_mask": np.ones((2,), np.float32)}
-  batch = partial_products.with_targets(batch, vocab, DIGITS)
+  graphdef, params, batch = random_models.tiny_model_and_two_rows()
+  batch = partial_products.with_targets(batch, vocab_lib.Vocab.default(), DIGITS)
   return graphdef, params, {name: jnp.asarray(value) for name, value in batch.items()}
 
 
