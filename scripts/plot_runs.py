@@ -3,7 +3,8 @@
   python scripts/plot_runs.py runs/gpu/red runs/gpu/orange --out docs/red_orange.png
 
 Four panels against the epoch (steps over each run's steps per epoch, read
-from its config.json and the number of training lines): training loss,
+from its config.json and its events; against the step where they cannot
+tell, `steps_per_epoch`): training loss,
 validation loss, validation token accuracy and validation exact match.
 Each run is drawn in the colour of its name where it has one (red, orange),
 as the reference's TensorBoard showed them. Needs matplotlib (plots only;
@@ -27,7 +28,14 @@ COLOURS = {"red": "#d62728", "orange": "#ff7f0e"}
 
 
 def steps_per_epoch(workdir: pathlib.Path, scalars: dict) -> float | None:
-  """Steps per epoch of a run: the step of its validation at epoch 1, from val_check_interval."""
+  """Steps per epoch of a run, or None where its events cannot tell.
+
+  A run on generated lines that logs the training examples it has seen
+  (`val/train_examples`): its examples an epoch over its examples a step.
+  Otherwise the step of its first validation, which comes after
+  val_check_interval of an epoch unless the run validates early
+  (val_early_every_examples), where the steps are left as they are.
+  """
   try:
     config = json.loads((workdir / workdir_lib.CONFIG_FILE).read_text(encoding="utf-8"))
   except (OSError, ValueError):
@@ -35,7 +43,14 @@ def steps_per_epoch(workdir: pathlib.Path, scalars: dict) -> float | None:
   validations = sorted(step for step, _ in scalars.get("val/loss", []))
   if not validations:
     return None
-  # The first validation comes after val_check_interval of an epoch.
+  examples = events.latest_by_step(scalars.get("val/train_examples", []))
+  epoch_examples = (config.get("generated_examples_per_epoch", 0)
+                    if config.get("train_data") == "generated" else 0)
+  if examples and epoch_examples and examples[-1][1] > 0:
+    step, seen = examples[-1]
+    return epoch_examples * step / seen
+  if config.get("val_early_every_examples", 0):
+    return None
   return validations[0] / config.get("val_check_interval", 1.0)
 
 
