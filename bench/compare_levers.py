@@ -79,7 +79,11 @@ COMPARISONS = {
         config="configs/cpu.py",
         common=("--config.train_data=generated", "--config.generated_examples_per_epoch=0",
                 "--config.val_check_interval=0.1", "--config.val_exact_match_examples=1024",
-                "--config.log_every_steps=500"),
+                "--config.log_every_steps=500",
+                # Fields added to configs/cpu.py after 2026-12-01, at what that day's recipe had.
+                "--config.generated_near_cancel_fraction=0.0",
+                "--config.generated_edge_fraction=0.0", "--config.partial_products_weight=0.0",
+                "--config.val_early_every_examples=0", "--config.val_early_until_examples=0"),
         arms={
             "base": ("--config.digit_order=printed", "--config.generated_cancel_fraction=0.0",
                      "--config.ema_decay=0.0", "--config.learning_rate=2e-3",
