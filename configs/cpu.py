@@ -8,9 +8,10 @@ The model shipped in checkpoints/cpu is this recipe's run, exported:
       --config.export.dir=checkpoints/cpu
 
 A small model on fresh lines at a small batch, chosen by comparing model
-sizes at equal wall-clock time (bench/compare_cpu_recipes.sh) and levers at
-equal steps (bench/compare_cpu_levers.sh). What it scores, how long it
-trains and how it was chosen: docs/results.md and docs/cpu_recipe.md.
+sizes at equal wall-clock time (bench/compare_cpu_recipes.sh) and levers in
+short arms (bench/compare_cpu_levers.sh, bench/compare_levers.py). What it
+scores, how long it trains and how it was chosen: docs/results.md and
+docs/cpu_recipe.md.
 """
 
 from configs import default
@@ -33,6 +34,11 @@ def get_config():
   # 5% of each epoch's lines cancel their linear term (about 0.35% in the data),
   # the rows models get wrong most: the clearest gain of docs/cpu_recipe.md.
   config.generated_cancel_fraction = 0.05
+  # And 5% each whose linear coefficient nearly cancels (1 <= |s| <= 9) or is
+  # largest (|s| >= 300): the two tails where the earlier model's last errors
+  # were (polyflax/row_mix.py; docs/cpu_recipe.md).
+  config.generated_near_cancel_fraction = 0.05
+  config.generated_edge_fraction = 0.05
 
   # --- model ---------------------------------------------------------------------
   # 997,760 parameters (hidden 128, feed-forward 256): on a CPU steps per hour
@@ -45,6 +51,11 @@ def get_config():
   config.model.attention_dropout_rate = 0.0
 
   # --- optimisation ----------------------------------------------------------------
+  # Also predict the partial products a*d and b*c from the decoder's states
+  # (polyflax/partial_products.py), at a tenth of the token loss: the products
+  # whose sum is the linear coefficient. Training only: the exported model and
+  # its output are unchanged.
+  config.partial_products_weight = 0.1
   # Batch 64 in every bucket: on a CPU examples/s hardly depends on the
   # batch, so the small batch gives the most steps per hour.
   config.batch_size = 64

@@ -24,7 +24,6 @@ Configs (configs/; their measured times and scores are in docs/results.md):
   orange.py                 red at batch 256
   best.py                   the accuracy recipe for one GPU
   cpu.py                    the recipe for a 2-core CPU (the shipped checkpoints/cpu)
-  cpu_partial_products.py   cpu.py with the levers short runs favoured, not trained whole yet
   tiny.py                   the smallest model, for tests and smoke runs
 
 predict expands products of two linear factors in the data's range, written

@@ -22,7 +22,7 @@ ENTRY_POINTS = {
     "python -m polyflax": [sys.executable, "-m", "polyflax"],
     "polyflax": [str(COMMAND)],
 }
-CONFIGS = "(configs/ holds best.py, cpu.py, cpu_partial_products.py, default.py, orange.py, tiny.py)"
+CONFIGS = "(configs/ holds best.py, cpu.py, default.py, orange.py, tiny.py)"
 HINT = "a config file is Python defining get_config(), as the files in configs/ do"
 
 
