@@ -1,6 +1,7 @@
 """Shared test fixtures: the tiny config's data, one tiny run trained once per session,
 and long subprocess runs started when the session begins, beside the tests."""
 
+import atexit
 import concurrent.futures
 import os
 import pathlib
@@ -16,7 +17,10 @@ from xla_flags import NO_LLVM_OPTIMISATION
 # One persistent compilation cache for the whole test run, shared with the
 # subprocesses tests start: the tiny config's steps then compile once.
 # Set before jax is first imported.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="polyflax-jax-cache-"))
+# A folder this session makes is removed when the session's process exits.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="polyflax-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
