@@ -2,32 +2,26 @@
 
 Training and decoding in bfloat16 keep the parameters, layer norms, softmax
 and loss in float32; only the matrix products are in bfloat16. So a tiny run
-in bfloat16 must follow the same run in float32 closely, and the shipped
-model must score the same in either.
+in bfloat16 must follow the same run in float32 closely. The shipped model
+scores the same in either: tests/test_shipped_model.py.
 """
 
-import json
 import os
 import pathlib
 import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from checkpoint_files import read_arrays
 
-from polyflax import config_files
 from polyflax import events
-from polyflax import inference
-from xla_flags import optimised_environment
 
 # Every test here trains or decodes at length (see pytest.ini).
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHIPPED = REPO_ROOT / "checkpoints" / "cpu"
 
 # The largest relative difference allowed between the bfloat16 and float32
 # runs, at every logged training loss and every validation loss.
@@ -68,39 +62,8 @@ def train_in_float32_and_in_bfloat16(folder):
   return {dtype: folder / dtype for dtype in processes}
 
 
-def evaluate_shipped_in_float32_and_in_bfloat16(folder):
-  """{dtype: metrics} of main.py's evaluation of the shipped model on the first 512 real lines.
-
-  The two evaluations run side by side, with the XLA flags users run with
-  (tests/xla_flags.py).
-  """
-  real = pathlib.Path(os.environ.get("POLYFLAX_REAL_DEV", ""))
-  if not real.is_file():
-    pytest.skip(f"real lines not found at {real}")
-  with open(real, encoding="utf-8") as f:
-    lines = [line.rstrip("\n") for line in f if line.strip()][:512]
-  # The first 512 real lines, in a file outside the checkout.
-  test_file = folder / "real_dev_512.txt"
-  test_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-  processes = {}
-  for dtype in ("float32", "bfloat16"):
-    with open(folder / f"{dtype}.log", "w", encoding="utf-8") as log:
-      processes[dtype] = subprocess.Popen(
-          [sys.executable, "main.py", "--config", "configs/cpu.py", "--workdir", str(SHIPPED),
-           "--mode=evaluate", f"--config.compute_dtype={dtype}",
-           f"--config.eval.test_file={test_file}", f"--config.eval.output_dir={folder / dtype}",
-           "--config.eval.examples_to_print=0"],
-          cwd=REPO_ROOT, env=optimised_environment(), stdout=log, stderr=subprocess.STDOUT)
-  for dtype, process in processes.items():
-    status = process.wait(timeout=900)
-    assert status == 0, f"{dtype}: {(folder / f'{dtype}.log').read_text()[-3000:]}"
-  return {dtype: json.loads((folder / dtype / "metrics.json").read_text(encoding="utf-8"))
-          for dtype in processes}
-
-
 # Started when the session begins, beside the other tests (conftest.py).
-BACKGROUND_RUNS = {"float32 and bfloat16": train_in_float32_and_in_bfloat16,
-                   "shipped model": evaluate_shipped_in_float32_and_in_bfloat16}
+BACKGROUND_RUNS = {"float32 and bfloat16": train_in_float32_and_in_bfloat16}
 
 
 def test_a_tiny_run_trains_in_bfloat16_as_in_float32(background_runs):
@@ -124,16 +87,3 @@ def test_a_tiny_run_trains_in_bfloat16_as_in_float32(background_runs):
   # And the run did compute in bfloat16 from its first step: the same
   # program in float32 on the CPU gives identical losses.
   assert gaps[0] > 0 and max(gaps) > 0
-
-
-def test_the_shipped_model_scores_the_same_in_bfloat16(background_runs, real_dev_lines):
-  # The exported model's own config (compute_dtype 'auto', float32 on a CPU)
-  # must not override the one asked for.
-  config = config_files.load(REPO_ROOT / "configs" / "cpu.py", ["--config.compute_dtype=bfloat16"])
-  assert inference.restore_for_inference(config, str(SHIPPED)).model_cfg.dtype == jnp.bfloat16
-  metrics = background_runs["shipped model"].result()
-  assert [metrics[dtype]["num_examples"] for dtype in ("float32", "bfloat16")] == [512, 512]
-  scores = {dtype: metrics[dtype]["exact_match"] for dtype in metrics}
-  # Within 0.002 (one line in 512); 0.9980 in both when measured.
-  assert abs(scores["bfloat16"] - scores["float32"]) <= 0.002, scores
-  assert scores["float32"] >= 0.99, scores

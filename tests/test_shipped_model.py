@@ -7,8 +7,11 @@ import re
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import pytest
 
+from polyflax import config_files
+from polyflax import inference
 from xla_flags import optimised_environment
 
 # Every test here trains or decodes at length (see pytest.ini).
@@ -115,6 +118,22 @@ def test_the_shipped_model_expands_generated_test_lines_as_the_readme_says(backg
   assert len(rows) == LINES_SCORED
   exact, failures = exact_match_and_failures(rows)
   assert exact >= README_FLOOR, (exact, failures)
+
+
+def test_the_shipped_model_scores_the_same_in_bfloat16(background_runs, real_dev_lines):
+  # The exported model's own config (compute_dtype 'auto', float32 on a CPU)
+  # must not override the one asked for.
+  config = config_files.load(REPO_ROOT / "configs" / "cpu.py", ["--config.compute_dtype=bfloat16"])
+  assert inference.restore_for_inference(config, str(SHIPPED)).model_cfg.dtype == jnp.bfloat16
+  predicted = background_runs["predictions"].result()
+  low = predicted["real_bfloat16"]
+  assert len(low) == 512
+  full = predicted["real"][:len(low)]
+  assert [row[:2] for row in low] == [row[:2] for row in full]
+  scores = {"float32": exact_match_and_failures(full)[0], "bfloat16": exact_match_and_failures(low)[0]}
+  # Within 0.002 (one line in 512).
+  assert abs(scores["bfloat16"] - scores["float32"]) <= 0.002, scores
+  assert scores["float32"] >= 0.99, scores
 
 
 def test_predict_refuses_what_is_outside_the_data_and_keeps_lines_in_place():
