@@ -131,10 +131,13 @@ def tiny_run_copy(tiny_run, tmp_path) -> pathlib.Path:
 # leave (processes training together, the notebook run from top to bottom,
 # the GPU script's rehearsal, main.py refusing a config): a test module names
 # those runs in BACKGROUND_RUNS = {name: function(folder) -> result}, and its
-# tests get their results from the `background_runs` fixture. The session
-# starts the runs its selected tests use when it begins, one after the other
-# in a thread of their own, so that they run beside the other tests instead
-# of after them; a test then waits only for what is left of its run.
+# tests get their results from the `background_runs` fixture. The runs take
+# turns in a thread of their own, so that they run beside the other tests
+# instead of after them; a test then waits only for what is left of its run.
+# In one process, the session starts the runs of every selected test's module
+# when it begins. Under pytest-xdist (pytest.ini), a worker gets whole test
+# files and cannot know which ahead: it starts a module's runs as the first of
+# its tests begins.
 
 
 @pytest.fixture(scope="session")
@@ -149,33 +152,48 @@ def _background():
   pool.shutdown(wait=True, cancel_futures=True)
 
 
-@pytest.fixture(scope="session")
-def _background_futures(request, _background, tmp_path_factory):
-  """{(module name, run name): future} of the runs of every module a selected test gets them for.
+class _BackgroundRuns:
+  """The session's long runs: each started once, in a folder of its own."""
 
-  Started in the order the tests come, each in a folder of its own.
-  """
-  futures = {}
-  for item in request.session.items:
-    if "background_runs" not in getattr(item, "fixturenames", ()):
-      continue
-    module = item.module
+  def __init__(self, pool, session, tmp_path_factory):
+    self._pool = pool
+    self._tmp_path_factory = tmp_path_factory
+    # The modules whose selected tests get their runs, in the order the tests come.
+    self.modules = list(dict.fromkeys(
+        item.module for item in session.items
+        if "background_runs" in getattr(item, "fixturenames", ())))
+    self.futures = {}  # {(module name, run name): future}
+
+  def start(self, module) -> None:
+    """Starts the runs of `module` not started yet, if a selected test of it uses them."""
+    if module not in self.modules:
+      return
     for name, function in getattr(module, "BACKGROUND_RUNS", {}).items():
       key = (module.__name__, name)
-      if key not in futures:
-        folder = tmp_path_factory.mktemp(re.sub(r"\W+", "_", f"{module.__name__}_{name}"))
-        futures[key] = _background.submit(function, folder)
-  return futures
+      if key not in self.futures:
+        folder = self._tmp_path_factory.mktemp(re.sub(r"\W+", "_", f"{module.__name__}_{name}"))
+        self.futures[key] = self._pool.submit(function, folder)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _start_background_runs(_background_futures):
-  """Starts the long runs as the session begins (the fixture above does, once)."""
+@pytest.fixture(scope="session")
+def _background_runs(request, _background, tmp_path_factory):
+  runs = _BackgroundRuns(_background, request.session, tmp_path_factory)
+  if "PYTEST_XDIST_WORKER" not in os.environ:
+    for module in runs.modules:
+      runs.start(module)
+  return runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_background_runs(request, _background_runs):
+  """Starts the module's long runs, if the session has not (in one process, it has)."""
+  _background_runs.start(request.module)
 
 
 @pytest.fixture(scope="module")
-def background_runs(request, _background_futures):
-  """{name: future result} of the test module's BACKGROUND_RUNS, started with the session."""
+def background_runs(request, _background_runs):
+  """{name: future result} of the test module's BACKGROUND_RUNS."""
+  _background_runs.start(request.module)
   module = request.module.__name__
-  return {name: future for (owner, name), future in _background_futures.items()
+  return {name: future for (owner, name), future in _background_runs.futures.items()
           if owner == module}
