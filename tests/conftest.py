@@ -55,6 +55,33 @@ def pytest_collection_modifyitems(items):
       item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fork_server(tmp_path_factory):
+  """The server the tests' Python subprocesses are forked from (tests/forked_python.py).
+
+  It imports jax and the libraries once for the session. It runs under
+  tcmalloc where the polyflax command would (polyflax/allocator.py).
+  """
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import forked_python  # pylint: disable=g-import-not-at-top
+  from polyflax import allocator  # pylint: disable=g-import-not-at-top
+  path = tmp_path_factory.mktemp("fork_server") / "socket"
+  env = dict(os.environ)
+  library = None if allocator.is_turned_off() else allocator.find_tcmalloc()
+  if library and "tcmalloc" not in env.get("LD_PRELOAD", ""):
+    env["LD_PRELOAD"] = ":".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
+    env[allocator.MARKER_VARIABLE] = "1"
+  server = subprocess.Popen([sys.executable, forked_python.__file__, str(path)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+  assert server.stdout.readline() == "ready\n", "the fork server did not start"
+  os.environ[forked_python.SERVER_VARIABLE] = str(path)
+  yield
+  del os.environ[forked_python.SERVER_VARIABLE]
+  server.kill()
+  server.wait()
+
+
 @pytest.fixture(scope="session")
 def real_dev_lines():
   """The real `factored=expanded` lines (read-only, for fidelity tests and evaluation only)."""

@@ -1,0 +1,331 @@
+"""Python subprocesses of the tests, forked from a server that has imported jax once.
+
+A test that starts `python main.py ...` (or another script that imports jax)
+would pay for importing jax, flax, optax and Orbax in every process before the
+script does anything (docs/testing.md says how much). Instead one server
+process per test session (conftest.py) imports them once, and each such
+command is a fork of it that then runs the script as a fresh interpreter
+would: its argv, working folder, environment, standard streams, signal
+handlers and exit status, atexit handlers included. The server never starts
+jax's backend, so a child still reads XLA_FLAGS (device counts) when it first
+uses jax.
+
+`Popen` and `run` take subprocess's arguments, those the tests use. A command
+goes to the server only if it is `sys.executable` running a script or a `-m`
+module, with the same values as the tests' process for what Python, jax and
+the allocator read as a process starts (PYTHON*, JAX_*, LD_PRELOAD,
+POLYFLAX_TCMALLOC). Any other command, or any command without a server
+(POLYFLAX_TEST_FORK_SERVER unset), is an ordinary subprocess. The tests that
+check how a process starts (the allocator's re-execution, which modules a
+command imports) call subprocess itself.
+
+The server runs under tcmalloc where the `polyflax` command would: its
+children are the command's re-executed process (polyflax/allocator.py).
+"""
+
+import json
+import os
+import select
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+from polyflax import allocator
+
+# The server's socket, set by conftest.py for the session and its subprocesses.
+SERVER_VARIABLE = "POLYFLAX_TEST_FORK_SERVER"
+# Read by jax or Python when a process starts: a command whose values differ
+# from the server's needs a process of its own.
+_READ_AT_START = ("JAX_", "PYTHON", "LD_PRELOAD", allocator.SWITCH_VARIABLE)
+
+
+def _start_values(env):
+  return {name: value for name, value in env.items() if name.startswith(_READ_AT_START)}
+
+
+# --- The server ---------------------------------------------------------------------------
+
+
+def _run_child(request):
+  """In the forked child: becomes the requested command; never returns."""
+  code = 1
+  try:
+    os.chdir(request["cwd"])
+    # The allocator the server runs under, as polyflax/allocator.py's
+    # re-execution would have set it: the child must not start again.
+    preloaded = {name: os.environ[name] for name in ("LD_PRELOAD", allocator.MARKER_VARIABLE)
+                 if name in os.environ}
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ.update(preloaded)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+      signal.signal(number, signal.default_int_handler if number == signal.SIGINT
+                    else signal.SIG_IGN if number == signal.SIGPIPE else signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    # The streams a fresh interpreter opens on descriptors 0, 1 and 2: standard
+    # output line-buffered only on a terminal, standard error always.
+    sys.stdin = open(0, "r", closefd=False, encoding=sys.stdin.encoding)  # pylint: disable=consider-using-with
+    sys.stdout = open(1, "w", closefd=False, encoding=sys.stdout.encoding,  # pylint: disable=consider-using-with
+                      buffering=1 if os.isatty(1) else -1)
+    sys.stderr = open(2, "w", closefd=False, encoding=sys.stderr.encoding,  # pylint: disable=consider-using-with
+                      errors="backslashreplace", buffering=1)
+    import runpy  # pylint: disable=g-import-not-at-top
+    args = request["args"]
+    try:
+      sys.orig_argv = [sys.executable, *args]
+      if args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+      else:
+        sys.argv = list(args)
+        sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
+        runpy.run_path(args[0], run_name="__main__")
+      code = 0
+    except SystemExit as exit_:
+      if exit_.code is None or isinstance(exit_.code, int):
+        code = exit_.code or 0
+      else:
+        print(exit_.code, file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+      signal.signal(signal.SIGINT, signal.SIG_DFL)
+      os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:  # pylint: disable=broad-except
+      import traceback  # pylint: disable=g-import-not-at-top
+      traceback.print_exc()
+      code = 1
+    import atexit  # pylint: disable=g-import-not-at-top
+    atexit._run_exitfuncs()  # pylint: disable=protected-access
+    for stream in (sys.stdout, sys.stderr):
+      try:
+        stream.flush()
+      except Exception:  # pylint: disable=broad-except
+        pass
+  except BaseException:  # pylint: disable=broad-except
+    import traceback  # pylint: disable=g-import-not-at-top
+    traceback.print_exc()  # the child failed before it ran the command
+  finally:
+    os._exit(code)  # pylint: disable=protected-access
+
+
+def serve(path: str) -> None:
+  """Imports the libraries once, then forks a child for each request on the socket `path`."""
+  import flax.nnx  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import jax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import optax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import orbax.checkpoint  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import tensorboardX  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  # Python 3.12 warns at each fork of a process with more than one thread.
+  # The server's only other thread is a native one that numpy's BLAS starts
+  # at import, and BLAS re-creates its threads in a forked child.
+  warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
+                          category=DeprecationWarning)
+  listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  listener.bind(path)
+  listener.listen(64)
+  wake_read, wake_write = os.pipe()
+  os.set_blocking(wake_write, False)
+  signal.set_wakeup_fd(wake_write)
+  signal.signal(signal.SIGCHLD, lambda *_: None)
+  selector = selectors.DefaultSelector()
+  selector.register(listener, selectors.EVENT_READ)
+  selector.register(wake_read, selectors.EVENT_READ)
+  children = {}  # {pid: the connection its client waits on}
+  parent = os.getppid()
+  print("ready", flush=True)
+  while os.getppid() == parent:  # a session killed outright leaves no server behind
+    for key, _ in selector.select(timeout=5):
+      if key.fileobj is listener:
+        connection, _ = listener.accept()
+        message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+        request = json.loads(message)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+          listener.close()
+          connection.close()
+          for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+          _run_child(request)
+        for fd in fds:
+          os.close(fd)
+        connection.sendall(f"{pid}\n".encode())
+        children[pid] = connection
+      else:
+        os.read(wake_read, 4096)
+    while children:
+      pid, status = os.waitpid(-1, os.WNOHANG)
+      if pid == 0:
+        break
+      connection = children.pop(pid, None)
+      if connection is not None:
+        try:
+          connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        except OSError:
+          pass
+        connection.close()
+
+
+# --- The client ----------------------------------------------------------------------------
+
+
+def _server_for(args, env):
+  """The server's socket if `args` with `env` may be forked from it, else None."""
+  path = os.environ.get(SERVER_VARIABLE)
+  if not path or not args or args[0] != sys.executable or len(args) < 2:
+    return None
+  if args[1].startswith("-") and args[1] != "-m":
+    return None
+  if _start_values(env) != _start_values(os.environ):
+    return None
+  return path
+
+
+class _Forked:
+  """What the tests use of subprocess.Popen, for a child of the fork server."""
+
+  def __init__(self, path, args, env, cwd, stdin, stdout, stderr, text):
+    self.args = args
+    self.returncode = None
+    self.stdin = self.stdout = self.stderr = None
+    ends, close_here = [], []
+    for number, spec in enumerate((stdin, stdout, stderr)):
+      if spec == subprocess.PIPE:
+        read, write = os.pipe()
+        child_end, own_end = (read, write) if number == 0 else (write, read)
+        mode = ("w" if number == 0 else "r") + ("" if text else "b")
+        setattr(self, ("stdin", "stdout", "stderr")[number], os.fdopen(own_end, mode))
+        ends.append(child_end)
+        close_here.append(child_end)
+      elif spec == subprocess.STDOUT:
+        ends.append(None)
+      elif spec == subprocess.DEVNULL:
+        fd = os.open(os.devnull, os.O_RDWR)
+        ends.append(fd)
+        close_here.append(fd)
+      elif spec is None:
+        ends.append(number)
+      else:
+        ends.append(spec if isinstance(spec, int) else spec.fileno())
+    if ends[2] is None:
+      ends[2] = ends[1]
+    request = json.dumps({"args": list(args[1:]), "env": dict(env), "cwd": str(cwd)})
+    self._connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    self._connection.connect(path)
+    socket.send_fds(self._connection, [request.encode()], ends)
+    for fd in close_here:
+      os.close(fd)
+    self._received = b""
+    self.pid = int(self._line(None))
+
+  def _line(self, timeout):
+    """The server's next line; None if none came within `timeout` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while b"\n" not in self._received:
+      left = None if deadline is None else max(0.0, deadline - time.monotonic())
+      if not select.select([self._connection], [], [], left)[0]:
+        return None
+      chunk = self._connection.recv(64)
+      if not chunk:
+        raise RuntimeError(f"the fork server closed the connection of {self.args}")
+      self._received += chunk
+    line, self._received = self._received.split(b"\n", 1)
+    return line.decode()
+
+  def _status(self, timeout):
+    if self.returncode is None:
+      line = self._line(timeout)
+      if line is not None:
+        self.returncode = int(line)
+        self._connection.close()
+    return self.returncode
+
+  def poll(self):
+    return self._status(0)
+
+  def wait(self, timeout=None):
+    if self._status(timeout) is None:
+      raise subprocess.TimeoutExpired(self.args, timeout)
+    return self.returncode
+
+  def send_signal(self, number):
+    if self.poll() is None:
+      os.kill(self.pid, number)
+
+  def terminate(self):
+    self.send_signal(signal.SIGTERM)
+
+  def kill(self):
+    self.send_signal(signal.SIGKILL)
+
+  def communicate(self, input=None, timeout=None):  # pylint: disable=redefined-builtin
+    """Writes `input`, reads the pipes to their end and waits, as Popen's does."""
+    if self.stdin is not None:
+      if input:
+        self.stdin.write(input)
+      self.stdin.close()
+    outputs = [None, None]
+    readers = [threading.Thread(target=lambda i=i, stream=stream: outputs.__setitem__(
+        i, stream.read())) for i, stream in enumerate((self.stdout, self.stderr))
+               if stream is not None]
+    for reader in readers:
+      reader.start()
+    self.wait(timeout)
+    for reader in readers:
+      reader.join()
+    for stream in (self.stdout, self.stderr):
+      if stream is not None:
+        stream.close()
+    return tuple(outputs)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    for stream in (self.stdout, self.stderr, self.stdin):
+      if stream is not None:
+        stream.close()
+    self.wait()
+
+
+def Popen(args, *, env=None, cwd=None, stdin=None, stdout=None, stderr=None, text=False,
+          **kwargs):  # pylint: disable=invalid-name
+  """subprocess.Popen, forked from the server where the command allows (see the docstring)."""
+  args = [str(arg) for arg in args]
+  path = None if kwargs else _server_for(args, os.environ if env is None else env)
+  if path is None:
+    return subprocess.Popen(args, env=env, cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
+                            text=text, **kwargs)
+  return _Forked(path, args, os.environ if env is None else env, cwd or os.getcwd(), stdin,
+                 stdout, stderr, text)
+
+
+def run(args, *, input=None, capture_output=False, timeout=None, check=False, **kwargs):  # pylint: disable=redefined-builtin
+  """subprocess.run, forked from the server where the command allows."""
+  if capture_output:
+    kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+  if input is not None:
+    kwargs["stdin"] = subprocess.PIPE
+  process = Popen(args, **kwargs)
+  try:
+    out, err = process.communicate(input, timeout=timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    process.wait()
+    raise
+  result = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+  if check:
+    result.check_returncode()
+  return result
+
+
+if __name__ == "__main__":
+  serve(sys.argv[1])
