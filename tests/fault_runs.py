@@ -7,12 +7,12 @@ checkpoint) every 6 steps, at steps 6, 12, 18 and 23.
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
 import numpy as np
 from checkpoint_files import read_arrays
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax import config_files
 
@@ -30,7 +30,7 @@ def tiny_config(data_dir, **overrides):
 
 
 def run_main(*args, env=None):
-  return subprocess.run([sys.executable, os.path.join(REPO, "main.py"), *map(str, args)],
+  return forked_python.run([sys.executable, os.path.join(REPO, "main.py"), *map(str, args)],
                         cwd=REPO, capture_output=True, text=True, timeout=PATIENCE_S,
                         env=None if env is None else dict(os.environ, **env))
 

@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,7 +69,7 @@ def launch(spec: dict, *, num_processes: int, devices_per_process: int,
       log_path = os.path.join(out_dir, f"process_{process_id}.log")
       logs.append(log_path)
       with open(log_path, "w", encoding="utf-8") as log:
-        processes.append(subprocess.Popen(
+        processes.append(forked_python.Popen(
             [sys.executable, os.path.abspath(__file__), spec_path, str(process_id),
              str(num_processes), str(devices_per_process), str(port)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))

@@ -14,6 +14,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 from checkpoint_files import read_arrays
 
 from polyflax import events
@@ -50,7 +51,7 @@ def train_in_float32_and_in_bfloat16(folder):
   processes = {}
   for dtype in ("float32", "bfloat16"):
     with open(folder / f"{dtype}.log", "w", encoding="utf-8") as log:
-      processes[dtype] = subprocess.Popen(
+      processes[dtype] = forked_python.Popen(
           [sys.executable, "main.py", "--config", "configs/tiny.py",
            "--workdir", str(folder / dtype), f"--config.data_dir={folder / f'data_{dtype}'}",
            "--config.generated_size=3000", "--config.max_epochs=2",

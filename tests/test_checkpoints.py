@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax import checkpoints, cli, config_files, inference, run_record
 from polyflax import workdir as workdir_lib
@@ -250,7 +251,7 @@ def _config(tiny_run, **fields):
 
 
 def _main(tiny_run, workdir, *flags):
-  return subprocess.run(
+  return forked_python.run(
       [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
        f"--config.data_dir={tiny_run.data_dir}", "--config.generated_size=2000",
        "--config.max_epochs=1", *flags],

@@ -8,10 +8,10 @@ report's layout is also checked on its own, without a model.
 import json
 import pathlib
 import re
-import subprocess
 import sys
 
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 from polyflax.events import read_scalars
 
 from polyflax import algebra, evaluate, scoring
@@ -24,7 +24,7 @@ def run_main(tiny_run, *flags, stdin=None, workdir=None):
   command = [sys.executable, "main.py", "--config", "configs/tiny.py",
              "--workdir", str(workdir or tiny_run.workdir),
              f"--config.data_dir={tiny_run.data_dir}", "--config.generated_size=2000", *flags]
-  return subprocess.run(command, cwd=REPO, capture_output=True, input=stdin, timeout=600)
+  return forked_python.run(command, cwd=REPO, capture_output=True, input=stdin, timeout=600)
 
 
 def read_predictions(path):

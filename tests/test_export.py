@@ -14,6 +14,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 from checkpoint_files import read_arrays
 
 from polyflax import calibration, checkpoints, cli, config_files, evaluate, example_sources, export
@@ -209,7 +210,7 @@ def test_exported_folder_names_no_path_of_the_machine_that_wrote_it(exported, ti
 
 
 def run_main(*args, stdin=None):
-  return subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=REPO,
+  return forked_python.run([sys.executable, "main.py", *map(str, args)], cwd=REPO,
                         capture_output=True, text=True, input=stdin, timeout=600)
 
 

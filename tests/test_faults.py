@@ -15,13 +15,13 @@ import itertools
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax import checkpoints, cli, config_checks, data, inference
 from polyflax import events, training_streams
@@ -50,7 +50,7 @@ class Run:
     self._out = os.path.join(log_dir, "stdout.txt")
     self._err = os.path.join(log_dir, "stderr.txt")
     with open(self._out, "w") as out, open(self._err, "w") as err:
-      self.process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err,
+      self.process = forked_python.Popen(command, cwd=REPO, stdout=out, stderr=err,
                                       env=None if env is None else dict(os.environ, **env))
 
   def stdout(self):

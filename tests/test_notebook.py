@@ -3,10 +3,10 @@
 import json
 import pathlib
 import re
-import subprocess
 import sys
 
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOUR = REPO / "notebooks" / "tour.ipynb"
@@ -22,7 +22,7 @@ def _notebook(cells):
 
 
 def _run(notebook_path, out_path):
-  return subprocess.run([sys.executable, str(RUNNER), str(notebook_path), "--out", str(out_path)],
+  return forked_python.run([sys.executable, str(RUNNER), str(notebook_path), "--out", str(out_path)],
                         cwd=REPO, capture_output=True, text=True, timeout=900)
 
 

@@ -9,7 +9,6 @@ alone.
 
 import functools
 import os
-import subprocess
 import sys
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 import random_models
 from checkpoint_files import read_arrays
 from flax import nnx
@@ -228,7 +228,7 @@ def test_the_targets_shard_like_the_batch_and_two_devices_give_one_devices_step(
   out = tmp_path / "two.npz"
   env = dict(os.environ, XLA_FLAGS=(f"{os.environ.get('XLA_FLAGS', '')} "
                                     "--xla_force_host_platform_device_count=2").strip())
-  subprocess.run([sys.executable, os.path.join(REPO, "tests", "partial_products_step.py"),
+  forked_python.run([sys.executable, os.path.join(REPO, "tests", "partial_products_step.py"),
                   str(out)], cwd=REPO, env=env, check=True, timeout=300)
   sys.path.insert(0, os.path.join(REPO, "tests"))
   try:

@@ -12,12 +12,12 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 
 import hypothesis
 from hypothesis import strategies as st
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax import algebra, calibration, cli, config_files, decode, generate, inference
 from polyflax import input_pipeline, predict
@@ -198,7 +198,7 @@ def run_predict(workdir, data_dir, *flags, stdin=None):
   command = [sys.executable, "main.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
              f"--config.data_dir={data_dir}", "--config.generated_size=2000", "--mode=predict",
              *flags]
-  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, input=stdin,
+  return forked_python.run(command, cwd=REPO, capture_output=True, text=True, input=stdin,
                         timeout=600)
 
 
@@ -279,7 +279,7 @@ def test_flags_tsv_confidence_and_in_place_calibration_of_an_exported_tiny_run(t
   assert flag.endswith(f"in the answer to '{doubtful}': it may be wrong")
 
   # Calibrating the folder again, in place, rewrites only the card's calibration.
-  result = subprocess.run([sys.executable, "-m", "polyflax.export", "calibrate", "--config",
+  result = forked_python.run([sys.executable, "-m", "polyflax.export", "calibrate", "--config",
                            "configs/tiny.py", "--workdir", str(exported)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -296,7 +296,7 @@ def test_flags_tsv_confidence_and_in_place_calibration_of_an_exported_tiny_run(t
   assert f"confidence threshold {calibrated['threshold']:.6g}" in result.stdout
 
   # Calibrating a folder that is not an exported model is one error line.
-  result = subprocess.run([sys.executable, "-m", "polyflax.export", "calibrate", "--config",
+  result = forked_python.run([sys.executable, "-m", "polyflax.export", "calibrate", "--config",
                            "configs/tiny.py", "--workdir", str(run)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 2
@@ -310,7 +310,7 @@ def run_main(tiny_run, *flags, stdin=None):
   command = [sys.executable, "main.py", "--config", "configs/tiny.py",
              "--workdir", str(tiny_run.workdir),
              f"--config.data_dir={tiny_run.data_dir}", "--config.generated_size=2000", *flags]
-  return subprocess.run(command, cwd=REPO, capture_output=True, input=stdin, timeout=600)
+  return forked_python.run(command, cwd=REPO, capture_output=True, input=stdin, timeout=600)
 
 
 # Lines of standard input: good, empty, undecodable, refused, too long, spaced out.

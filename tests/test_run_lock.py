@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 import multihost_run  # tests/ is on the path (tests have no __init__.py)
 from polyflax import cli, config_files, run_lock
@@ -45,7 +46,7 @@ def test_a_held_workdir_refuses_another_holder_naming_the_first(tmp_path):
 
 
 def start_holder(workdir, *args):
-  return subprocess.Popen([sys.executable, HOLD_LOCK, str(workdir), *map(str, args)], cwd=REPO,
+  return forked_python.Popen([sys.executable, HOLD_LOCK, str(workdir), *map(str, args)], cwd=REPO,
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
 
@@ -142,7 +143,7 @@ def test_a_second_run_is_refused_while_the_first_trains_on_and_evaluation_reads_
   command = main_command(workdir, data_dir, "tests/held_step_main.py")
   command[2:2] = [str(held), str(gate)]
   with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
-    first = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err)
+    first = forked_python.Popen(command, cwd=REPO, stdout=out, stderr=err)
   try:
     deadline = time.monotonic() + PATIENCE_S
     while not (gate / "started").exists():
@@ -152,7 +153,7 @@ def test_a_second_run_is_refused_while_the_first_trains_on_and_evaluation_reads_
         pytest.fail(f"step {held} did not start in {PATIENCE_S} s")
       time.sleep(0.01)
     before = sorted(os.listdir(workdir))
-    second = subprocess.run(main_command(workdir, data_dir), cwd=REPO, capture_output=True,
+    second = forked_python.run(main_command(workdir, data_dir), cwd=REPO, capture_output=True,
                             text=True, timeout=PATIENCE_S)
     assert second.returncode == 2, second.stderr[-3000:]
     assert second.stderr.strip().splitlines() == [

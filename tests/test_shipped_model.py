@@ -4,11 +4,11 @@ import json
 import os
 import pathlib
 import re
-import subprocess
 import sys
 
 import jax.numpy as jnp
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax import config_files
 from polyflax import inference
@@ -62,7 +62,7 @@ def test_predict_with_the_shipped_model_from_the_command_line():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   command = [sys.executable, "main.py", "--config", "configs/cpu.py", "--workdir",
              "checkpoints/cpu", "--mode=predict", "--expr", "(k-15)*(2*k+29)"]
-  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+  result = forked_python.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip().splitlines()[-1] == "2*k**2-k-435"
@@ -87,7 +87,7 @@ def shipped_predictions(folder):
   real = os.environ.get("POLYFLAX_REAL_DEV", "")
   command = [sys.executable, "tests/shipped_predictions.py", str(folder / "predictions.json"),
              str(folder / "generated_split"), str(LINES_SCORED)]
-  result = subprocess.run(command + ([real] if os.path.exists(real) else []), cwd=REPO_ROOT,
+  result = forked_python.run(command + ([real] if os.path.exists(real) else []), cwd=REPO_ROOT,
                           env=optimised_environment(), capture_output=True, text=True,
                           timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -141,7 +141,7 @@ def test_predict_refuses_what_is_outside_the_data_and_keeps_lines_in_place():
   inputs = ["(k-15)*(2*k+29)", "(x+100)*(x+1)", "(x+40)*(x-1)", "(10*x+1)*(x+2)", "(X+3)*(X-2)"]
   command = [sys.executable, "main.py", "--config", "configs/cpu.py", "--workdir",
              "checkpoints/cpu", "--mode=predict", "--tsv"]
-  result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+  result = forked_python.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           input="\n".join(inputs) + "\n", timeout=300, check=False)
   assert result.returncode == 1, result.stderr
   rows = [line.split("\t") for line in result.stdout.splitlines()]

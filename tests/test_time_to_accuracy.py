@@ -2,10 +2,10 @@
 
 import json
 import pathlib
-import subprocess
 import sys
 
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax import progress, run_record
 
@@ -25,7 +25,7 @@ def record(**fields):
 
 
 def run_script(*arguments):
-  return subprocess.run([sys.executable, "scripts/time_to_accuracy.py", *map(str, arguments)],
+  return forked_python.run([sys.executable, "scripts/time_to_accuracy.py", *map(str, arguments)],
                         cwd=REPO, capture_output=True, text=True, timeout=120)
 
 

@@ -8,11 +8,11 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 from checkpoint_files import read_arrays
 from polyflax.events import latest_by_step, read_scalars
 
@@ -62,7 +62,7 @@ def one_step_on_one_and_four_devices(folder):
   Each is a process of its own: XLA_FLAGS is read when jax is imported.
   """
   outs = {num_devices: folder / f"step_{num_devices}.npz" for num_devices in (1, 4)}
-  processes = {num_devices: subprocess.Popen(
+  processes = {num_devices: forked_python.Popen(
       [sys.executable, os.path.join(REPO, "tests", "multidevice_step.py"), str(num_devices),
        str(out)], cwd=REPO) for num_devices, out in outs.items()}
   try:
@@ -130,7 +130,7 @@ def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tmp_path, d
   assert resumed_record.train_seconds == seconds[-1]
   logged = dict(latest_by_step(read_scalars(tmp_path / "resumed")["val/train_seconds"]))
   assert logged == pytest.approx({entry["step"]: entry["train_seconds"] for entry in history})
-  script = subprocess.run([sys.executable, "scripts/time_to_accuracy.py", str(tmp_path / "resumed"),
+  script = forked_python.run([sys.executable, "scripts/time_to_accuracy.py", str(tmp_path / "resumed"),
                            "--thresholds", "0"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
   assert script.returncode == 0, script.stderr
@@ -205,7 +205,7 @@ def test_main_trains_logs_checkpoints_and_resumes(tiny_run_copy, data_dir):
   steps = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
   assert steps
   # Run again, main.py resumes the finished run and ends with its closing lines.
-  second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  second = forked_python.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "parameters" in second.stdout
   assert f"resuming from checkpoint at step {steps[-1]}" in second.stdout
@@ -238,7 +238,7 @@ def test_main_trains_logs_checkpoints_and_resumes(tiny_run_copy, data_dir):
   assert closing[5].startswith("note: an exact match this low is expected of a run this short")
   # The command it prints evaluates the run.
   evaluate = shlex.split(closing[2].split(": ", 1)[1])
-  evaluated = subprocess.run([sys.executable, *evaluate[1:], "--config.eval.limit=32"], cwd=REPO,
+  evaluated = forked_python.run([sys.executable, *evaluate[1:], "--config.eval.limit=32"], cwd=REPO,
                              capture_output=True, text=True, timeout=600)
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   assert f"(step {best_step})" in evaluated.stdout
