@@ -72,8 +72,8 @@ def _fork_server(tmp_path_factory):
   if library and "tcmalloc" not in env.get("LD_PRELOAD", ""):
     env["LD_PRELOAD"] = ":".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
     env[allocator.MARKER_VARIABLE] = "1"
-  server = subprocess.Popen([sys.executable, forked_python.__file__, str(path)], env=env,
-                            stdout=subprocess.PIPE, text=True)
+  server = subprocess.Popen([sys.executable, forked_python.__file__, str(path), "LD_PRELOAD",
+                             allocator.MARKER_VARIABLE], env=env, stdout=subprocess.PIPE, text=True)
   assert server.stdout.readline() == "ready\n", "the fork server did not start"
   os.environ[forked_python.SERVER_VARIABLE] = str(path)
   yield

@@ -35,34 +35,34 @@ import threading
 import time
 import warnings
 
-from polyflax import allocator
-
 # The server's socket, set by conftest.py for the session and its subprocesses.
 SERVER_VARIABLE = "POLYFLAX_TEST_FORK_SERVER"
-# Read by jax or Python when a process starts: a command whose values differ
-# from the server's needs a process of its own.
-_READ_AT_START = ("JAX_", "PYTHON", "LD_PRELOAD", allocator.SWITCH_VARIABLE)
-
-
 def _start_values(env):
-  return {name: value for name, value in env.items() if name.startswith(_READ_AT_START)}
+  """What Python, jax and the allocator read of `env` when a process starts.
+
+  A command whose values differ from the tests' process needs a process of its own.
+  """
+  from polyflax import allocator  # pylint: disable=g-import-not-at-top  (never in the server)
+  prefixes = ("JAX_", "PYTHON", "LD_PRELOAD", allocator.SWITCH_VARIABLE)
+  return {name: value for name, value in env.items() if name.startswith(prefixes)}
 
 
 # --- The server ---------------------------------------------------------------------------
 
 
-def _run_child(request):
-  """In the forked child: becomes the requested command; never returns."""
+def _run_child(request, kept_names):
+  """In the forked child: becomes the requested command; never returns.
+
+  `kept_names`: the variables of the server's environment the child keeps
+  over the request's (the allocator's, see `serve`).
+  """
   code = 1
   try:
     os.chdir(request["cwd"])
-    # The allocator the server runs under, as polyflax/allocator.py's
-    # re-execution would have set it: the child must not start again.
-    preloaded = {name: os.environ[name] for name in ("LD_PRELOAD", allocator.MARKER_VARIABLE)
-                 if name in os.environ}
+    kept = {name: os.environ[name] for name in kept_names if name in os.environ}
     os.environ.clear()
     os.environ.update(request["env"])
-    os.environ.update(preloaded)
+    os.environ.update(kept)
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
       signal.signal(number, signal.default_int_handler if number == signal.SIGINT
                     else signal.SIG_IGN if number == signal.SIGPIPE else signal.SIG_DFL)
@@ -114,8 +114,15 @@ def _run_child(request):
     os._exit(code)  # pylint: disable=protected-access
 
 
-def serve(path: str) -> None:
-  """Imports the libraries once, then forks a child for each request on the socket `path`."""
+def serve(path: str, kept_names: list[str]) -> None:
+  """Imports the libraries once, then forks a child for each request on the socket `path`.
+
+  It imports no polyflax module: a child imports the one beside its script,
+  as a fresh interpreter would. `kept_names`: the variables of the server's
+  environment each child keeps, those that say which allocator the server
+  runs under (as polyflax/allocator.py's re-execution sets them, so that a
+  child does not start again).
+  """
   import flax.nnx  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import jax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   import optax  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
@@ -154,7 +161,7 @@ def serve(path: str) -> None:
           for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
-          _run_child(request)
+          _run_child(request, kept_names)
         for fd in fds:
           os.close(fd)
         connection.sendall(f"{pid}\n".encode())
@@ -328,4 +335,4 @@ def run(args, *, input=None, capture_output=False, timeout=None, check=False, **
 
 
 if __name__ == "__main__":
-  serve(sys.argv[1])
+  serve(sys.argv[1], sys.argv[2:])
