@@ -37,6 +37,8 @@ import warnings
 
 # The server's socket, set by conftest.py for the session and its subprocesses.
 SERVER_VARIABLE = "POLYFLAX_TEST_FORK_SERVER"
+
+
 def _start_values(env):
   """What Python, jax and the allocator read of `env` when a process starts.
 
@@ -274,17 +276,24 @@ class _Forked:
     self.send_signal(signal.SIGKILL)
 
   def communicate(self, input=None, timeout=None):  # pylint: disable=redefined-builtin
-    """Writes `input`, reads the pipes to their end and waits, as Popen's does."""
-    if self.stdin is not None:
-      if input:
-        self.stdin.write(input)
-      self.stdin.close()
+    """Writes `input`, reads the pipes to their end and waits, as Popen's does.
+
+    The pipes are read while `input` is written, so a child that answers as it
+    reads never blocks on a full pipe.
+    """
     outputs = [None, None]
     readers = [threading.Thread(target=lambda i=i, stream=stream: outputs.__setitem__(
-        i, stream.read())) for i, stream in enumerate((self.stdout, self.stderr))
-               if stream is not None]
+        i, stream.read()), daemon=True)
+               for i, stream in enumerate((self.stdout, self.stderr)) if stream is not None]
     for reader in readers:
       reader.start()
+    if self.stdin is not None:
+      try:
+        if input:
+          self.stdin.write(input)
+        self.stdin.close()
+      except BrokenPipeError:  # the child ended without reading it all, as Popen allows
+        pass
     self.wait(timeout)
     for reader in readers:
       reader.join()
