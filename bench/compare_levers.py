@@ -19,7 +19,8 @@ lines of the generated validation split (INPUTS/val_set.txt; never real
 lines). RUNS then holds, per arm: ARM/ (the run), ARM.train.log,
 ARM.eval.log, ARM.val20k/ (the evaluation: metrics.json, predictions) and
 ARM.json (its overrides, its lever, both commands, their exit statuses and
-wall-clock seconds), which bench/lever_table.py reads.
+wall-clock seconds), which bench/lever_table.py reads. The commands run with
+the interpreter PYTHON names, as scripts/gpu_runs.sh's do, else with this one.
 
 --rehearse runs the same commands on configs/tiny.py, cut to a few steps by
 overrides after the arm's own: it checks the runner and every arm's
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -291,7 +293,8 @@ def commands(comparison: Comparison, arm: str, runs: pathlib.Path, inputs: pathl
   config = REHEARSAL_CONFIG if rehearse else comparison.config
   overrides = [*comparison.common, *comparison.arms[arm],
                *(REHEARSAL_OVERRIDES if rehearse else ()), f"--config.data_dir={inputs}"]
-  run = [sys.executable, "main.py", "--config", config, *overrides, "--workdir", str(runs / arm)]
+  python = os.environ.get("PYTHON") or sys.executable
+  run = [python, "main.py", "--config", config, *overrides, "--workdir", str(runs / arm)]
   evaluate = [*run, "--mode=evaluate", f"--config.eval.test_file={inputs / 'val_set.txt'}",
               f"--config.eval.limit={EVALUATION_LINES}",
               f"--config.eval.output_dir={runs / f'{arm}.val20k'}"]

@@ -60,7 +60,9 @@ def _fork_server(tmp_path_factory):
   """The server the tests' Python subprocesses are forked from (tests/forked_python.py).
 
   It imports jax and the libraries once for the session. It runs under
-  tcmalloc where the polyflax command would (polyflax/allocator.py).
+  tcmalloc where the polyflax command would (polyflax/allocator.py). Beside
+  its socket: the environment's start values it was started with, and the
+  executable scripts get as PYTHON (forked_python.interpreter()).
   """
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
@@ -72,8 +74,11 @@ def _fork_server(tmp_path_factory):
   if library and "tcmalloc" not in env.get("LD_PRELOAD", ""):
     env["LD_PRELOAD"] = ":".join(filter(None, [library, env.get("LD_PRELOAD", "")]))
     env[allocator.MARKER_VARIABLE] = "1"
-  server = subprocess.Popen([sys.executable, forked_python.__file__, str(path), "LD_PRELOAD",
-                             allocator.MARKER_VARIABLE], env=env, stdout=subprocess.PIPE, text=True)
+  kept_names = ["LD_PRELOAD", allocator.MARKER_VARIABLE]
+  forked_python.write_start_values(str(path), os.environ, env, kept_names)
+  forked_python.write_interpreter(str(path))
+  server = subprocess.Popen([sys.executable, forked_python.__file__, str(path), *kept_names],
+                            env=env, stdout=subprocess.PIPE, text=True)
   assert server.stdout.readline() == "ready\n", "the fork server did not start"
   os.environ[forked_python.SERVER_VARIABLE] = str(path)
   yield

@@ -21,8 +21,16 @@ command imports) call subprocess itself.
 
 The server runs under tcmalloc where the `polyflax` command would: its
 children are the command's re-executed process (polyflax/allocator.py).
+
+Scripts the tests run that start Python commands of their own (the GPU
+plan's rehearsal, the lever comparison) take their interpreter from the
+PYTHON variable: `interpreter()` is an executable that stands for Python and
+asks the server for each command it may fork (`client`), and runs any other
+as Python itself. It passes on the signals it gets, and a client that dies
+(killed outright) takes its forked command with it.
 """
 
+import io
 import json
 import os
 import select
@@ -37,19 +45,82 @@ import warnings
 
 # The server's socket, set by conftest.py for the session and its subprocesses.
 SERVER_VARIABLE = "POLYFLAX_TEST_FORK_SERVER"
+# Beside the socket: the start values of the environment the server was
+# started from (`write_start_values`), and the executable `interpreter()`.
+START_VALUES_SUFFIX = ".start.json"
+INTERPRETER_SUFFIX = ".python"
+# PYTHON names an interpreter to the scripts; Python itself never reads it.
+# A child emulates PYTHONUNBUFFERED (`_open_streams`).
+_NOT_START_VALUES = {"PYTHON", "PYTHONUNBUFFERED"}
+# What a client passes on to its forked command.
+_PASSED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                   signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _start_values(env):
   """What Python, jax and the allocator read of `env` when a process starts.
 
-  A command whose values differ from the tests' process needs a process of its own.
+  A command whose values differ from the server's needs a process of its own.
   """
   from polyflax import allocator  # pylint: disable=g-import-not-at-top  (never in the server)
   prefixes = ("JAX_", "PYTHON", "LD_PRELOAD", allocator.SWITCH_VARIABLE)
-  return {name: value for name, value in env.items() if name.startswith(prefixes)}
+  return {name: value for name, value in env.items()
+          if name.startswith(prefixes) and name not in _NOT_START_VALUES}
+
+
+def _without_kept(values, kept):
+  """`values` less the variables that have the value the server keeps for its children."""
+  return {name: value for name, value in values.items() if kept.get(name) != value}
+
+
+def write_start_values(path: str, env, server_env, kept_names) -> None:
+  """Records, beside the server's socket `path`, the start values of the tests'
+  environment `env`, and of the variables `kept_names` of the server's
+  environment `server_env` (the allocator's), which its children keep
+  (`serve`) and pass on to the commands they start."""
+  kept = {name: server_env[name] for name in kept_names if name in server_env}
+  with open(path + START_VALUES_SUFFIX, "w", encoding="utf-8") as f:
+    json.dump({"start": _without_kept(_start_values(env), kept), "kept": kept}, f)
+
+
+def write_interpreter(path: str) -> str:
+  """Writes the executable `interpreter()` names, beside the server's socket `path`."""
+  executable = path + INTERPRETER_SUFFIX
+  with open(executable, "w", encoding="utf-8") as f:
+    f.write(f"#!/bin/sh\nexec '{sys.executable}' '{os.path.abspath(__file__)}' --client \"$@\"\n")
+  os.chmod(executable, 0o755)
+  return executable
+
+
+def interpreter() -> str:
+  """An executable that runs as Python would, forking what it can from the server.
+
+  sys.executable where no server runs. Give it to scripts as PYTHON.
+  """
+  path = os.environ.get(SERVER_VARIABLE)
+  return path + INTERPRETER_SUFFIX if path else sys.executable
 
 
 # --- The server ---------------------------------------------------------------------------
+
+
+def _open_streams(unbuffered: bool) -> None:
+  """The streams a fresh interpreter opens on descriptors 0, 1 and 2.
+
+  Standard output is line-buffered only on a terminal, standard error always;
+  with PYTHONUNBUFFERED both write through at once.
+  """
+  sys.stdin = open(0, "r", closefd=False, encoding=sys.stdin.encoding)  # pylint: disable=consider-using-with
+  for number, name in ((1, "stdout"), (2, "stderr")):
+    errors = "backslashreplace" if number == 2 else "strict"
+    if unbuffered:
+      stream = io.TextIOWrapper(open(number, "wb", buffering=0, closefd=False),  # pylint: disable=consider-using-with
+                                encoding=getattr(sys, name).encoding, errors=errors,
+                                write_through=True)
+    else:
+      stream = open(number, "w", closefd=False, encoding=getattr(sys, name).encoding,  # pylint: disable=consider-using-with
+                    errors=errors, buffering=1 if number == 2 or os.isatty(1) else -1)
+    setattr(sys, name, stream)
 
 
 def _run_child(request, kept_names):
@@ -69,13 +140,7 @@ def _run_child(request, kept_names):
       signal.signal(number, signal.default_int_handler if number == signal.SIGINT
                     else signal.SIG_IGN if number == signal.SIGPIPE else signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    # The streams a fresh interpreter opens on descriptors 0, 1 and 2: standard
-    # output line-buffered only on a terminal, standard error always.
-    sys.stdin = open(0, "r", closefd=False, encoding=sys.stdin.encoding)  # pylint: disable=consider-using-with
-    sys.stdout = open(1, "w", closefd=False, encoding=sys.stdout.encoding,  # pylint: disable=consider-using-with
-                      buffering=1 if os.isatty(1) else -1)
-    sys.stderr = open(2, "w", closefd=False, encoding=sys.stderr.encoding,  # pylint: disable=consider-using-with
-                      errors="backslashreplace", buffering=1)
+    _open_streams(bool(request["env"].get("PYTHONUNBUFFERED")))
     import runpy  # pylint: disable=g-import-not-at-top
     args = request["args"]
     try:
@@ -150,7 +215,13 @@ def serve(path: str, kept_names: list[str]) -> None:
   print("ready", flush=True)
   while os.getppid() == parent:  # a session killed outright leaves no server behind
     for key, _ in selector.select(timeout=5):
-      if key.fileobj is listener:
+      if isinstance(key.data, int):  # a client's connection: it sends nothing, so it ended
+        selector.unregister(key.fileobj)
+        try:
+          os.kill(key.data, signal.SIGKILL)  # the client was killed outright: so is its child
+        except ProcessLookupError:
+          pass
+      elif key.fileobj is listener:
         connection, _ = listener.accept()
         message, fds, _, _ = socket.recv_fds(connection, 1 << 20, 3)
         request = json.loads(message)
@@ -158,8 +229,10 @@ def serve(path: str, kept_names: list[str]) -> None:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
+          selector.close()
           listener.close()
-          connection.close()
+          for other in [connection, *children.values()]:
+            other.close()
           for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -168,6 +241,7 @@ def serve(path: str, kept_names: list[str]) -> None:
           os.close(fd)
         connection.sendall(f"{pid}\n".encode())
         children[pid] = connection
+        selector.register(connection, selectors.EVENT_READ, pid)
       else:
         os.read(wake_read, 4096)
     while children:
@@ -176,6 +250,8 @@ def serve(path: str, kept_names: list[str]) -> None:
         break
       connection = children.pop(pid, None)
       if connection is not None:
+        if connection.fileno() in selector.get_map():
+          selector.unregister(connection)
         try:
           connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
         except OSError:
@@ -193,7 +269,9 @@ def _server_for(args, env):
     return None
   if args[1].startswith("-") and args[1] != "-m":
     return None
-  if _start_values(env) != _start_values(os.environ):
+  with open(path + START_VALUES_SUFFIX, encoding="utf-8") as f:
+    recorded = json.load(f)
+  if _without_kept(_start_values(env), recorded["kept"]) != recorded["start"]:
     return None
   return path
 
@@ -343,5 +421,33 @@ def run(args, *, input=None, capture_output=False, timeout=None, check=False, **
   return result
 
 
+def client(args: list[str]) -> None:
+  """Runs `python ARGS` as `interpreter()`: forked where it may be, else Python itself.
+
+  The signals in _PASSED_SIGNALS go on to the forked command; its exit status,
+  death by a signal included, is this process's.
+  """
+  if _server_for([sys.executable, *args], os.environ) is None:
+    os.execv(sys.executable, [sys.executable, *args])
+  process = Popen([sys.executable, *args], stdin=0, stdout=1, stderr=2)
+
+  def pass_on(number, _):
+    try:
+      os.kill(process.pid, number)
+    except ProcessLookupError:  # it has ended; its status is on the way
+      pass
+
+  for number in _PASSED_SIGNALS:
+    signal.signal(number, pass_on)
+  code = process.wait()
+  if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+  sys.exit(code)
+
+
 if __name__ == "__main__":
-  serve(sys.argv[1], sys.argv[2:])
+  if sys.argv[1:2] == ["--client"]:
+    client(sys.argv[2:])
+  else:
+    serve(sys.argv[1], sys.argv[2:])

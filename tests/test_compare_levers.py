@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax import config_files, data
 
@@ -107,9 +109,12 @@ def test_an_override_the_config_lacks_stops_the_runner_before_anything_runs(tmp_
                                      '(Did you mean "seed" instead of "sede"?)\n')
   assert not runs.exists()
 
-def plan(*arguments):
-  return subprocess.run([sys.executable, "bench/compare_levers.py", *arguments], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+def plan(*arguments, env=None):
+  """bench/compare_levers.py's result; its commands run with sys.executable unless `env` sets PYTHON."""
+  if env is None:
+    env = {name: value for name, value in os.environ.items() if name != "PYTHON"}
+  return forked_python.run([sys.executable, "bench/compare_levers.py", *arguments], cwd=REPO,
+                           capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_dry_run_lists_each_arms_commands_with_its_overrides_as_declared(tmp_path):
@@ -148,11 +153,13 @@ def test_an_unknown_arm_or_comparison_is_one_error_line():
 def test_rehearsal_trains_each_arm_as_declared_and_the_table_reads_it(tmp_path):
   runs, inputs = tmp_path / "runs", tmp_path / "inputs"
   data.ensure_splits(inputs, 0, generated_size=2000)
+  # Its commands forked from the tests' server too (tests/forked_python.py).
   result = plan("cpu_2026_12_01", "base", "mix", "--rehearse", "--runs", str(runs),
-                "--inputs", str(inputs))
+                "--inputs", str(inputs), env=dict(os.environ, PYTHON=forked_python.interpreter()))
   assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
   for arm in ("base", "mix"):
     record = json.loads((runs / f"{arm}.json").read_text())
+    assert record["train"]["command"][0] == forked_python.interpreter()
     assert record["overrides"] == list(REPORTED.arms[arm])
     assert record["train"]["command"][2:] == [
         "--config", "configs/tiny.py", *REPORTED.common, *REPORTED.arms[arm],

@@ -11,6 +11,7 @@ import tarfile
 import time
 
 import pytest
+import forked_python  # tests/: subprocesses forked from one that has imported jax
 
 from polyflax.events import read_scalars
 
@@ -36,7 +37,8 @@ def gpu_runs():
 
 
 def run_script(runs, out, *arguments):
-  env = dict(os.environ, PYTHON=sys.executable)
+  # The script and its commands forked from the tests' server (tests/forked_python.py).
+  env = dict(os.environ, PYTHON=forked_python.interpreter())
   env.pop("GPU_RUNS_FAIL", None)
   return subprocess.run(["bash", "scripts/gpu_runs.sh", "--rehearse", "--runs", str(runs),
                          "--out", str(out), "--real", str(REPO / "tests" / "no_such_file"),
@@ -47,7 +49,7 @@ def run_script(runs, out, *arguments):
 def plan(*arguments):
   return subprocess.run(["bash", "scripts/gpu_runs.sh", "--plan", *map(str, arguments)],
                         cwd=REPO, capture_output=True, text=True, timeout=60,
-                        env=dict(os.environ, PYTHON=sys.executable))
+                        env=dict(os.environ, PYTHON=forked_python.interpreter()))
 
 
 def plan_rows(text):
