@@ -3,6 +3,7 @@ and long subprocess runs started when the session begins, beside the tests."""
 
 import atexit
 import concurrent.futures
+import fcntl
 import os
 import pathlib
 import re
@@ -111,6 +112,27 @@ def _unchanged(folder: pathlib.Path, before: dict[str, tuple[int, int]], what: s
                        f"(copy it first): {changed[:10]}")
 
 
+def _shared_folder(tmp_path_factory, name: str, build) -> pathlib.Path:
+  """The session's folder `name`, made once by `build(folder)` for every worker.
+
+  Workers (pytest.ini) share the folder above their own temporary folders:
+  the first worker to ask builds it while holding a lock, and the others wait
+  for it and then read it.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    root = root.parent
+  path, done = root / name, root / f"{name}.done"
+  with open(root / f"{name}.lock", "w", encoding="utf-8") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      shutil.rmtree(path, ignore_errors=True)  # what a worker that failed to build it left
+      path.mkdir()
+      build(path)
+      done.touch()
+  return path
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> pathlib.Path:
   """The tiny config's generated data and its splits, shared: read it, never write into it.
@@ -119,8 +141,8 @@ def data_dir(tmp_path_factory) -> pathlib.Path:
   and data_seed=0, or preparing its data would rewrite the splits.
   """
   from polyflax import data  # after the environment above is set
-  path = tmp_path_factory.mktemp("inputs")
-  data.ensure_splits(path, DATA_SEED, generated_size=GENERATED_SIZE)
+  path = _shared_folder(tmp_path_factory, "inputs", lambda path: data.ensure_splits(
+      path, DATA_SEED, generated_size=GENERATED_SIZE))
   before = _files(path)
   yield path
   _unchanged(path, before, "the data folder")
@@ -137,15 +159,17 @@ class TinyRun(NamedTuple):
 def tiny_run(data_dir, tmp_path_factory) -> TinyRun:
   """One tiny run trained for one epoch, for every test that only reads a trained run.
 
+  Trained by one worker for all of them (`_shared_folder`).
+
   configs/tiny.py as it is: validation (and a checkpoint) at steps 12 and 23,
   the last one the best. A test that changes the workdir (resumes it,
   damages a checkpoint, exports or evaluates into it) copies it first:
   the `tiny_run_copy` fixture.
   """
   from polyflax import config_files, train  # after the environment above is set
-  root = tmp_path_factory.mktemp("tiny_run")
   config = config_files.tiny(data_dir, generated_size=GENERATED_SIZE, max_epochs=1)
-  train.train_and_evaluate(config, str(root / "run"))
+  root = _shared_folder(tmp_path_factory, "tiny_run",
+                        lambda root: train.train_and_evaluate(config, str(root / "run")))
   before = _files(root / "run")
   yield TinyRun(config, data_dir, root / "run")
   _unchanged(root / "run", before, "the tiny run's workdir")
