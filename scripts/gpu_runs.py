@@ -396,8 +396,16 @@ def print_plan(options: argparse.Namespace, machine: Machine, runs: pathlib.Path
 
 # --- The call -----------------------------------------------------------------------------------
 def child_env(machine: Machine, runs: pathlib.Path) -> dict[str, str]:
-  """The commands' environment: compiled programs kept between the calls of a lease."""
+  """The commands' environment: compiled programs kept between the calls of a lease.
+
+  The checkout comes first on PYTHONPATH: the GPU machine runs polyflax from it,
+  uninstalled, and the scripts of bench/ and scripts/ (whose own folder, not the
+  checkout, is on their sys.path) import it too. Without it, the first lease's
+  decode bench failed there with "No module named 'polyflax'".
+  """
   env = dict(os.environ, PYTHONUNBUFFERED="1")
+  env["PYTHONPATH"] = os.pathsep.join(
+      [str(REPO), *(path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path)])
   env["JAX_COMPILATION_CACHE_DIR"] = env.get("JAX_COMPILATION_CACHE_DIR") or f"{runs}/jax_cache"
   if machine.platforms:
     env["JAX_PLATFORMS"] = env.get("JAX_PLATFORMS") or machine.platforms

@@ -277,3 +277,22 @@ def test_a_stage_whose_run_failed_is_skipped_with_the_reason(tmp_path):
   assert ("| export_red | skipped (call 1) | 0 | red failed before its training finished |"
           in summary)
   assert "failed in this call: red" in result.stdout
+
+
+def test_commands_import_polyflax_from_the_checkout_where_it_is_not_installed(
+    gpu_runs, tmp_path, monkeypatch):
+  # On the GPU machine polyflax is not installed: a bench script, whose sys.path holds
+  # bench/ and not the checkout, must still import it. A package of that name on
+  # PYTHONPATH that fails to import stands in for "not installed" here.
+  shadow = tmp_path / "shadow" / "polyflax"
+  shadow.mkdir(parents=True)
+  (shadow / "__init__.py").write_text("raise ImportError('not installed')\n")
+  monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
+  env = gpu_runs.child_env(gpu_runs.REHEARSAL, tmp_path / "runs")
+  ran = subprocess.run([sys.executable, "bench/bench_decode.py", "--help"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert ran.returncode == 0, ran.stderr
+  assert "--methods" in ran.stdout
+  found = subprocess.run([sys.executable, "-c", "import polyflax; print(polyflax.__file__)"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+  assert found.stdout.strip() == str(REPO / "polyflax" / "__init__.py"), found.stderr
