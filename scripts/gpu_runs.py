@@ -95,11 +95,10 @@ GPU = Machine(
     # stops) has hung or met a far slower machine than planned: it fails.
     short_limit=90, eval_limit=150,
     best_seconds=(120, 100_000), real_limit=(), real=(".carry/real_dev.txt",), platforms="",
-    notes="Times measured on the lease of 2026-12-04 (one H200; docs/results.md) where a row "
-          "says so; the others are estimates.\n"
-          "- compiling is the largest start-up cost there: about 8 s per program, 163 s for "
-          "red's 4 training and 4 validation shapes; set-up (wheels, versions): {setup} s "
-          "(7-12 s measured).")
+    notes="Times from the lease of 2026-12-04 (one H200), rounded up, where a row says so; "
+          "the others are estimates. What it measured: docs/results.md, \"Red on one H200\".\n"
+          "- compiling is the largest start-up cost there, some seconds per program; set-up "
+          "(wheels, versions): {setup} s.")
 REHEARSAL = Machine(
     rehearsal=True, runs="runs/rehearse", exports="{runs}/checkpoints", budget=1200, setup=20,
     short_limit=600, eval_limit=600,  # generous: the CPU is shared
@@ -279,7 +278,7 @@ TINY = ("--config", "configs/tiny.py", "--config.data_dir={runs}/inputs",
 SMOKE_WHAT = "configs/tiny.py, 1 epoch: trained, evaluated on 200 lines, exported"
 STAGES = (
     Stage("smoke", "once", smoke,
-          gpu=Expected(SMOKE_WHAT, start=50,  # measured: 50 s
+          gpu=Expected(SMOKE_WHAT, start=50,  # as on 2026-12-04
                        config=("--config", "configs/tiny.py",
                                "--config.data_dir={runs}/inputs_tiny", "--config.max_epochs=1")),
           rehearsal=Expected(SMOKE_WHAT, start=60,
@@ -290,16 +289,15 @@ STAGES = (
           gpu=Expected("configs/default.py, 10 epochs (~14,800 steps of 512); evaluated on the "
                        "test split (200k lines) and the real lines",
                        start=170, train=240, after=90, config=("--config", "configs/default.py"),
-                       why="measured on 2026-12-04: the training command took 411 s, "
-                           "{start} s of them start-up and compiling (163 s), then 201 s of "
-                           "steps and about 40 s of validations and checkpoints; its two "
-                           "evaluations 86 s (each compiles its decoder for 20-27 s)."),
+                       why="as on 2026-12-04: {start} s of start-up and compiling, {train} s "
+                           "of steps, validations and checkpoints, {after} s for the two "
+                           "evaluations (each compiling its decoder)."),
           rehearsal=Expected("configs/tiny.py, 2 epochs, for configs/default.py; evaluated on "
                              "its test split and 2,000 real lines",
                              start=40, train=15, after=50,
                              config=(*TINY, "--config.max_epochs=2"))),
     Stage("export_red", "export", export, needs="red", ships=Ship("red.tar.gz", pack_export),
-          gpu=Expected("into {exports}/red, packed as red.tar.gz", start=30),  # measured: 29 s
+          gpu=Expected("into {exports}/red, packed as red.tar.gz", start=30),  # as on 2026-12-04
           rehearsal=Expected("into {exports}/red, packed as red.tar.gz", start=20)),
     Stage("decode", "once", decode, ships=Ship("profile.tar.gz", pack_profile),
           gpu=Expected("bench_decode.py: 200,000 lines, greedy, batch 4096, one profiled batch",
@@ -313,7 +311,7 @@ STAGES = (
           gpu=Expected("configs/orange.py, 10 epochs (~29,700 steps of 256); evaluated as red",
                        start=170, train=440, after=90, config=("--config", "configs/orange.py"),
                        why="{train} s of training: twice red's steps (batch 256), each assumed "
-                           "to cost what red's did (13.6 ms), since a step of this 4M-parameter "
+                           "to cost what red's did, since a step of this 4M-parameter "
                            "model is bound by the host and launches, not arithmetic; start-up "
                            "and evaluations as red's."),
           rehearsal=Expected("configs/tiny.py at batch 32, for configs/orange.py; evaluated as red",

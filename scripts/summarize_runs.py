@@ -96,8 +96,8 @@ def run_figures(runs_dir: pathlib.Path, name: str) -> dict | None:
   train_calls = calls.get("train", [])
   # Examples over the training clock at the last validation (compilation and
   # validations left out); a mean of the logged windows where a run has not
-  # validated. The windows' mean, unweighted, overstated it on the first GPU
-  # lease: 41,408 against 37,718 examples/s for red.
+  # validated. The windows' unweighted mean overstated red's speed on the
+  # first GPU lease (docs/results.md, "Red on one H200").
   trained_examples = scalars.get("val/train_examples", [])
   trained_seconds = scalars.get("val/train_seconds", [])
   examples_per_second = [value for _, value in scalars.get("train/examples_per_second", [])]
