@@ -290,7 +290,7 @@ STAGES = (
     Stage("red", "train", train_and_evaluate,
           gpu=Expected("configs/default.py, 10 epochs (~14,800 steps of 512); evaluated on the "
                        "test split (200k lines) and the real lines",
-                       start=170, train=240, after=90, config=("--config", "configs/default.py"),
+                       start=170, train=245, after=90, config=("--config", "configs/default.py"),
                        why="as on 2026-12-04: {start} s of start-up and compiling, {train} s "
                            "of steps, validations and checkpoints, {after} s for the two "
                            "evaluations (each compiling its decoder)."),
