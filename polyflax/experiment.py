@@ -30,19 +30,40 @@ from polyflax import steps
 from polyflax import vocab as vocab_lib
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warmup to `learning_rate`, then rsqrt or cosine decay."""
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps) -> optax.Schedule:
+  """Linear warmup to `learning_rate`, then rsqrt or cosine decay.
+
+  `total_steps` is an int, or the train step's traced argument (`build`):
+  the run's length is then an input of the compiled step, not a constant in
+  it, so runs that differ only in their length share one program.
+  """
   peak, warmup = config.learning_rate, max(1, config.warmup_steps)
   warmup_fn = optax.linear_schedule(0.0, peak, warmup)
   if config.lr_schedule == "cosine":
-    decay_fn = optax.cosine_decay_schedule(peak, max(1, total_steps - warmup),
-                                           alpha=config.lr_final_fraction)
+    decay_fn = _cosine_decay(peak, jnp.maximum(1, total_steps - warmup), config.lr_final_fraction)
   elif config.lr_schedule == "rsqrt":
     decay_fn = lambda step: peak * jnp.sqrt(warmup / (step + warmup))
   else:
     raise ValueError(f"lr_schedule must be one of {config_checks.LR_SCHEDULES}, "
                      f"not {config.lr_schedule!r}")
   return optax.join_schedules([warmup_fn, decay_fn], [warmup])
+
+
+def _cosine_decay(peak: float, decay_steps, alpha: float) -> optax.Schedule:
+  """optax.cosine_decay_schedule's values, for `decay_steps` that may be traced.
+
+  optax's own checks `decay_steps > 0` in Python, which a traced value
+  cannot answer; `learning_rate_schedule` keeps it at least 1. The same
+  float32 arithmetic as optax 0.2's, so a run's learning rates are unchanged.
+  """
+  decay_steps = jnp.asarray(decay_steps, jnp.float32)
+
+  def schedule(count):
+    count = jnp.minimum(count, decay_steps)
+    cosine = 0.5 * (1 + jnp.cos(jnp.pi * count / decay_steps))
+    return peak * ((1 - alpha) * cosine + alpha)
+
+  return schedule
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
@@ -122,7 +143,9 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
   graphdef, params = model_setup.create_model(model_cfg, config.seed)
   num_params = models.count_params(params)
   config_checks.check_param_count(num_params, config)
-  schedule = learning_rate_schedule(config, total_steps)
+  optimizer = lambda steps_in_run: make_optimizer(
+      config, learning_rate_schedule(config, steps_in_run))
+  schedule = learning_rate_schedule(config, total_steps)  # the host's, for the logs
   tx = make_optimizer(config, schedule)
   # The partial-products head: trained beside the model, never part of it.
   head_graphdef, head_params, digits = None, None, 0
@@ -134,15 +157,23 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
       init_state(params, tx, config.seed, config.ema_decay, head_params), mesh)
   replicated = sharding.replicated(mesh)
   batch_sharded = sharding.batch_sharded(mesh)
-  train_step = jax.jit(
-      functools.partial(steps.train_step, graphdef=graphdef, tx=tx,
-                        label_smoothing=config.label_smoothing,
-                        skip_nonfinite=config.skip_nonfinite_steps,
-                        ema_decay=config.ema_decay, head_graphdef=head_graphdef,
-                        partial_products_weight=config.partial_products_weight),
-      in_shardings=(replicated, batch_sharded),
-      out_shardings=(replicated, replicated),
-      donate_argnums=(0,))
+
+  # The run's length is the step's third input, not a constant in its program:
+  # runs of one model that differ only in length (max_epochs, max_steps)
+  # compile one program, which the persistent compilation cache then serves.
+  def train_step_of_run(state, batch, steps_in_run):
+    return steps.train_step(state, batch, graphdef=graphdef, tx=optimizer(steps_in_run),
+                            label_smoothing=config.label_smoothing,
+                            skip_nonfinite=config.skip_nonfinite_steps,
+                            ema_decay=config.ema_decay, head_graphdef=head_graphdef,
+                            partial_products_weight=config.partial_products_weight)
+
+  compiled_train_step = jax.jit(train_step_of_run,
+                                in_shardings=(replicated, batch_sharded, replicated),
+                                out_shardings=(replicated, replicated),
+                                donate_argnums=(0,))
+  steps_in_run = sharding.put_replicated(jnp.int32(total_steps), mesh)
+  train_step = lambda state, batch: compiled_train_step(state, batch, steps_in_run)
   eval_step = jax.jit(functools.partial(steps.eval_step, graphdef=graphdef),
                       in_shardings=(replicated, batch_sharded),
                       out_shardings=replicated)
