@@ -352,8 +352,8 @@ class Decoder:
       global_index = self._gather(sharding.put_batch({"index": local_index}, self.mesh)["index"])
       real = global_index >= 0
       tokens, confidence = (self._gather(array)[real] for array in decoded)
-      for row, ids in zip(global_index[real], tokens):
-        outputs[row] = self.vocab.decode(ids)
+      for row, text in zip(global_index[real].tolist(), self.vocab.decode_batch(tokens)):
+        outputs[row] = text
       confidences[global_index[real]] = confidence
       if bar is not None:
         bar.update(int(real.sum()))

@@ -220,13 +220,17 @@ class Vocab:
     Raises:
       ValueError: if an id is outside the vocabulary.
     """
-    pieces = []
-    for token_id in self._model_order(np.asarray(ids, dtype=np.int64).reshape(-1)).tolist():
-      if token_id == self.eos_id:
+    return self._text(self._model_order(np.asarray(ids, dtype=np.int64).reshape(-1)).tolist())
+
+  def _text(self, printed_ids: list[int]) -> str:
+    """`decode` of ids already in the printed order."""
+    pieces, size, eos_id, id_to_text = [], self.size, self.eos_id, self._id_to_text
+    for token_id in printed_ids:
+      if token_id == eos_id:
         break
-      if not 0 <= token_id < self.size:
-        raise ValueError(f"token id {token_id} is outside the vocabulary of size {self.size}")
-      pieces.append(self._id_to_text[token_id])
+      if not 0 <= token_id < size:
+        raise ValueError(f"token id {token_id} is outside the vocabulary of size {size}")
+      pieces.append(id_to_text[token_id])
     return "".join(pieces)
 
   # --- Batches. ---
@@ -332,7 +336,8 @@ class Vocab:
     ids = np.asarray(ids)
     if ids.ndim != 2:
       raise ValueError(f"decode_batch expects a 2-D array of ids, got shape {ids.shape}")
-    return [self.decode(row) for row in ids]
+    # The digit order of all rows at once (runs never cross rows), then each row's text.
+    return [self._text(row) for row in self._model_order(ids.astype(np.int64)).tolist()]
 
   # --- Serialisation. ---
 
