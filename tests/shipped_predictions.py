@@ -26,11 +26,17 @@ real_path = sys.argv[4] if len(sys.argv) > 4 else None
 
 
 def decoder_of(config):
-  """A decoder of the shipped model restored with `config`."""
+  """A decoder of the shipped model restored with `config`, in one length bucket.
+
+  One bucket, one decoder program to compile, where the config's four took
+  most of this script's time; test_decode.py checks that buckets change no
+  output.
+  """
   model = inference.restore_for_inference(config, str(SHIPPED))
   return decode.Decoder(model.graphdef, model.params, model.vocab, model.mesh,
                         max_len=model.model_cfg.max_len,
-                        batching=input_pipeline.batching(config, model.mesh))
+                        batching=input_pipeline.batching(config, model.mesh,
+                                                         buckets=(model.model_cfg.max_len,)))
 
 
 config = config_files.load(REPO / "configs" / "cpu.py")
