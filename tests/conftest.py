@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import pytest
 
-from xla_flags import NO_LLVM_OPTIMISATION
+from xla_flags import TEST_OPTIMISATION
 
 # One persistent compilation cache for the whole test run, shared with the
 # subprocesses tests start: the tiny config's steps then compile once.
@@ -25,12 +25,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# XLA's LLVM optimisation off, here and in the subprocesses tests start (as
-# tests/multihost_run.py does; tests/xla_flags.py says why and which runs
-# keep it). A test that sets XLA_FLAGS for its subprocess (a device count)
-# replaces this with its own flags.
-if NO_LLVM_OPTIMISATION not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {NO_LLVM_OPTIMISATION}".strip()
+# XLA's LLVM optimisation at level 2, here and in the subprocesses tests
+# start (tests/xla_flags.py says why). A test that sets XLA_FLAGS for its
+# subprocess (a device count) adds to these flags or sets its own.
+if TEST_OPTIMISATION not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_OPTIMISATION}".strip()
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Real lines of the original dataset live beside the checkout, never inside it;

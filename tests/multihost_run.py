@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import forked_python  # tests/: subprocesses forked from one that has imported jax
+from xla_flags import TEST_OPTIMISATION
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,10 +107,8 @@ def launch(spec: dict, *, num_processes: int, devices_per_process: int,
 def _worker(argv: list[str]) -> int:
   spec_path, process_id, num_processes, devices, port = argv
   process_id, num_processes, devices = int(process_id), int(num_processes), int(devices)
-  # LLVM optimisation off: compiles take about half the time, and every run
-  # of a comparison uses the same flags.
-  os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                             "--xla_backend_optimization_level=0")
+  # The flags conftest.py gives every test process (tests/xla_flags.py), and the device count.
+  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {TEST_OPTIMISATION}"
   with open(spec_path, encoding="utf-8") as f:
     spec = json.load(f)
 

@@ -12,7 +12,6 @@ import forked_python  # tests/: subprocesses forked from one that has imported j
 
 from polyflax import config_files
 from polyflax import inference
-from xla_flags import optimised_environment
 
 # Every test here trains or decodes at length (see pytest.ini).
 pytestmark = pytest.mark.slow
@@ -81,15 +80,13 @@ def test_the_floor_is_set_from_the_readme_figures():
 def shipped_predictions(folder):
   """{"generated"/"real": [(factored, expanded, predicted)]} of the first LINES_SCORED lines.
 
-  tests/shipped_predictions.py in a process of its own, with the XLA flags
-  users run with (tests/xla_flags.py); the real lines where they are found.
+  tests/shipped_predictions.py in a process of its own; the real lines where they are found.
   """
   real = os.environ.get("POLYFLAX_REAL_DEV", "")
   command = [sys.executable, "tests/shipped_predictions.py", str(folder / "predictions.json"),
              str(folder / "generated_split"), str(LINES_SCORED)]
   result = forked_python.run(command + ([real] if os.path.exists(real) else []), cwd=REPO_ROOT,
-                          env=optimised_environment(), capture_output=True, text=True,
-                          timeout=900)
+                          capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   return json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
 

@@ -1,18 +1,11 @@
-"""The XLA flags of the tests' processes, and the environment that leaves them out.
+"""The XLA flag of the tests' processes: LLVM's optimisation at level 2, below XLA's default.
 
-conftest.py turns XLA's LLVM optimisation off for the tests and every
-subprocess they start: most of the suite's time is compiling small programs
-once, which this makes much faster. Decoding thousands of lines with
-the shipped model is the exception, where the compiled code's speed shows:
-the runs that do it get `optimised_environment()`, the flags users run with.
+conftest.py sets it for the tests and every subprocess they start, and
+tests/multihost_run.py for its processes. Most of the suite's time is
+compiling the tiny model's programs once and running their steps a few
+dozen times: level 2 compiles them about as fast as level 0 and runs them
+nearly as fast as the default, where level 0 runs them several times slower
+(docs/testing.md, "XLA's optimisation level", has the figures).
 """
 
-import os
-
-NO_LLVM_OPTIMISATION = "--xla_backend_optimization_level=0"
-
-
-def optimised_environment() -> dict[str, str]:
-  """os.environ with XLA_FLAGS less NO_LLVM_OPTIMISATION."""
-  flags = os.environ.get("XLA_FLAGS", "").replace(NO_LLVM_OPTIMISATION, "").strip()
-  return dict(os.environ, XLA_FLAGS=flags)
+TEST_OPTIMISATION = "--xla_backend_optimization_level=2"
