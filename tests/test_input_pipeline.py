@@ -66,12 +66,17 @@ def test_a_runs_trained_lines_are_those_its_stream_served(tmp_path, train_data, 
   stream = input_pipeline.training_data(config, paths, Vocab.default(digit_order), batching).train
   split_lines = ["=".join(pair) for pair in data_lib.read_pairs(paths["train"]).pairs]
 
+  generated = {}  # {epoch: its lines}, made once
+
   def line_of_row(epoch, row):
     if train_data == "split":
       return split_lines[row]
     # An epoch short of full batches takes more chunks: row r is line r of them, in order.
-    return [line for chunk in range(4)
-            for line in example_sources.generated_lines(config.data_seed, 300, epoch, chunk)][row]
+    if epoch not in generated:
+      generated[epoch] = [line for chunk in range(4)
+                          for line in example_sources.generated_lines(config.data_seed, 300,
+                                                                      epoch, chunk)]
+    return generated[epoch][row]
 
   served = collections.defaultdict(list)
   for _ in range(stream.steps_per_epoch + 2):  # into the second epoch
