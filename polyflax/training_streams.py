@@ -352,7 +352,8 @@ class GeneratedTrainIterator:
     self._examples_per_epoch = int(source.examples_per_epoch)
     self._mix_state = source.mix.state_fields()
     self._settings = dict(batch_size=batch_size, seed=seed, batching=batching)
-    first = self._epoch_iterator(0, needed=0)  # raises ValueError as TrainIterator does
+    # Raises ValueError as TrainIterator does; its lines serve `trained_lines`.
+    first = self._epoch_iterator(0, needed=0, keep_lines=True)
     # Epoch 0's layout: later epochs serve as many batches, bucket sizes alike.
     self.layout = first.layout
     self.steps_per_epoch = first.steps_per_epoch
@@ -477,12 +478,15 @@ class GeneratedTrainIterator:
   def trained_lines(self, state: Mapping[str, int]) -> TrainedLines:
     """The lines this stream served before `state` (see `TrainedLines`).
 
-    ValueError as `set_state`. Each epoch's lines, extra chunks included, are made again.
+    ValueError as `set_state`. Each epoch's lines, extra chunks included, are made
+    again, but epoch 0 while the stream is in it: its constructor made them.
     """
     epoch, position = self._checked_state(state)
 
     def lines_of_epoch(e: int) -> list[str]:
-      iterator = self._epoch_iterator(e, needed=self.steps_per_epoch, keep_lines=True)
+      current_epoch, current = self._current
+      iterator = (current if current_epoch == e and current._lines is not None else
+                  self._epoch_iterator(e, needed=self.steps_per_epoch, keep_lines=True))
       return iterator._served_lines(e, self.steps_per_epoch if e < epoch else position)
 
     return TrainedLines(epoch + (position > 0), self.num_examples, lines_of_epoch)

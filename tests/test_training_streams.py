@@ -392,10 +392,12 @@ def test_a_generated_stream_says_exactly_which_lines_a_state_trained_on():
                             lambda epoch, row: epoch_lines[epoch][row])
   assert any(line.startswith("1/1/") for line in served[1])
   state = json.loads(json.dumps(stream.get_state()))
-  again, _ = _generated(source=SyntheticSource(short_epochs=(1,)))
+  again, calls = _generated(source=SyntheticSource(short_epochs=(1,)))
   trained = again.trained_lines(state)
   assert len(trained) == 3 and trained.examples_per_epoch == 600
   answer = list(trained)
+  # Epoch 0's lines, made by the constructor, are not made again for the answer.
+  assert calls.count((0, 0)) == 1 and calls.count((1, 0)) == 1
   assert [collections.Counter(epoch) for epoch in answer] == [
       collections.Counter(epoch) for epoch in served]
   assert len(answer[2]) < len(answer[0]) < 600  # a partial epoch; remainders left out
