@@ -58,10 +58,14 @@ PARAMS_FILE_BYTES = 8 << 20
 
 
 class _AbandonedReadsFilter(logging.Filter):
-  """Drops asyncio's reports of the read tasks a failed restore abandoned."""
+  """Drops asyncio's reports of the read tasks a failed restore abandoned.
+
+  asyncio writes the message on the report's first line and the task on the
+  next ones ('future: <Task finished ...>'), so the first line is compared.
+  """
 
   def filter(self, record):
-    return record.getMessage() != "Task exception was never retrieved"
+    return record.getMessage().split("\n", 1)[0] != "Task exception was never retrieved"
 
 
 def _quiet_abandoned_reads() -> None:

@@ -11,6 +11,7 @@ step's metadata file (`_CHECKPOINT_METADATA`) where there is none, and such a
 line reads as damage.
 """
 
+import asyncio
 import errno
 import glob
 import logging
@@ -317,3 +318,19 @@ def test_evaluate_of_a_damaged_checkpoint_is_one_error_line(tiny_run, tmp_path, 
   assert len(lines) == 1, result.stderr[-3000:]
   assert lines[0].startswith("error: cannot restore "), lines[0]
   assert f"checkpoint {run / 'checkpoints' / str(step)} " in lines[0], lines[0]
+
+
+def test_asyncio_reports_of_reads_a_failed_restore_abandoned_are_dropped_and_others_kept(caplog):
+  # What asyncio's own handler logs when such a read task is collected: the
+  # message, then the task on the next line.
+  checkpoints._quiet_abandoned_reads()  # pylint: disable=protected-access
+  loop = asyncio.new_event_loop()
+  try:
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+      loop.call_exception_handler({"message": "Task exception was never retrieved",
+                                   "exception": ValueError("OUT_OF_RANGE: Error reading"),
+                                   "future": "<Task finished name='Task-278'>"})
+      loop.call_exception_handler({"message": "Unclosed client session"})
+  finally:
+    loop.close()
+  assert [record.getMessage() for record in caplog.records] == ["Unclosed client session"]
