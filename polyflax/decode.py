@@ -232,6 +232,11 @@ def _with_unknown_confidence(decode_fn: Callable) -> Callable:
   return decode_without_confidence
 
 
+def _search(graphdef, params, inputs, search: Callable, settings: tuple) -> tuple[jax.Array, jax.Array]:
+  """`search(graphdef, params, inputs, **dict(settings))`: the decoder's compiled function."""
+  return search(graphdef, params, inputs, **dict(settings))
+
+
 class Decoder:
   """Text in, text out: batches, shards and decodes with one compiled function.
 
@@ -263,17 +268,24 @@ class Decoder:
     self.graphdef, self.params, self.vocab, self.mesh = graphdef, params, vocab, mesh
     self.max_len = max_len
     self.batching = batching
+    # The search and its settings are static arguments of a module-level
+    # function, not a partial: JAX keeps the program it compiled for them, so
+    # a second decoder of the same model and settings in one process (the
+    # next validation of a run, a sweep, the tests) reuses it.
     if decode_fn is None and beam_size > 1:
-      decode_fn = functools.partial(beam_search, max_len=max_len, beam_size=beam_size,
-                                    alpha=length_penalty, with_confidence=True)
+      search, options = beam_search, dict(max_len=max_len, beam_size=beam_size,
+                                          alpha=length_penalty, with_confidence=True)
     elif decode_fn is None:
-      decode_fn = functools.partial(greedy_decode, max_len=max_len, with_confidence=True)
+      search, options = greedy_decode, dict(max_len=max_len, with_confidence=True)
     else:
-      decode_fn = _with_unknown_confidence(decode_fn)
+      search, options = _with_unknown_confidence(decode_fn), {}
     replicated = sharding.replicated(mesh)
     batch_sharded = sharding.batch_sharded(mesh)
-    self._decode = jax.jit(decode_fn, static_argnums=0, in_shardings=(replicated, batch_sharded),
-                           out_shardings=batch_sharded)
+    compiled = jax.jit(_search, static_argnums=(0, 3, 4), in_shardings=(replicated, batch_sharded),
+                       out_shardings=batch_sharded)
+    settings = tuple(sorted(options.items()))
+    self._decode = lambda graphdef, params, inputs: compiled(graphdef, params, inputs, search,
+                                                              settings)
 
   def fitted_batch_size(self, source_ids: np.ndarray, batch_size: int) -> int:
     """The smallest batch size that needs no more batches than `batch_size` does.

@@ -6,6 +6,12 @@ steps of `steps.py`, compiled over the mesh) and, apart from it, the
 initial `TrainState`: the state changes at every step and belongs to the
 loop, so the experiment holds nothing that goes stale.
 
+The steps are compiled from module-level functions whose settings are
+static, hashable arguments (`TrainStepSettings`): JAX keeps the programs it
+traced and compiled for a function and its static arguments, so a second
+run of the same model and settings in one process (a notebook, a sweep, the
+tests) reuses them instead of tracing and compiling again.
+
 Training code only: inference builds its model with `model_setup.py` and
 never imports this module.
 """
@@ -30,7 +36,41 @@ from polyflax import steps
 from polyflax import vocab as vocab_lib
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps) -> optax.Schedule:
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings:
+  """The config's optimizer fields (configs/default.py says what each is), hashable.
+
+  The compiled train step builds its optimizer from them: a static argument
+  (see the module docstring), where the config itself is not hashable.
+  """
+  learning_rate: float
+  warmup_steps: int
+  lr_schedule: str
+  lr_final_fraction: float
+  weight_decay: float
+  adam_b1: float
+  adam_b2: float
+  adam_eps: float
+  grad_clip_norm: float | None
+
+  @classmethod
+  def of(cls, config: ml_collections.ConfigDict) -> OptimizerSettings:
+    return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStepSettings:
+  """Everything the train step's program depends on but the arrays it reads, hashable."""
+  graphdef: Any
+  optimizer: OptimizerSettings
+  label_smoothing: float
+  skip_nonfinite: bool
+  ema_decay: float
+  head_graphdef: Any  # the partial-products head's; None when the run does not learn it
+  partial_products_weight: float
+
+
+def learning_rate_schedule(config: OptimizerSettings, total_steps) -> optax.Schedule:
   """Linear warmup to `learning_rate`, then rsqrt or cosine decay.
 
   `total_steps` is an int, or the train step's traced argument (`build`):
@@ -66,7 +106,7 @@ def _cosine_decay(peak: float, decay_steps, alpha: float) -> optax.Schedule:
   return schedule
 
 
-def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule):
+def make_optimizer(config: OptimizerSettings, schedule: optax.Schedule):
   """AdamW with global-norm gradient clipping."""
   parts = []
   if config.grad_clip_norm and config.grad_clip_norm > 0:
@@ -130,6 +170,27 @@ class Experiment:
                             steps.STEP_INPUTS + partial_products.BATCH_FIELDS)
 
 
+def _train_step_of_run(state, batch, steps_in_run, settings: TrainStepSettings):
+  """`steps.train_step` with the optimizer of a run of `steps_in_run` steps.
+
+  The run's length is an input of the program, not a constant in it: runs
+  of one model that differ only in length (max_epochs, max_steps) share one
+  program, which the persistent compilation cache also serves.
+  """
+  tx = make_optimizer(settings.optimizer,
+                      learning_rate_schedule(settings.optimizer, steps_in_run))
+  return steps.train_step(state, batch, graphdef=settings.graphdef, tx=tx,
+                          label_smoothing=settings.label_smoothing,
+                          skip_nonfinite=settings.skip_nonfinite,
+                          ema_decay=settings.ema_decay, head_graphdef=settings.head_graphdef,
+                          partial_products_weight=settings.partial_products_weight)
+
+
+def _eval_step(params, batch, graphdef):
+  """`steps.eval_step`, its graph a positional (static) argument."""
+  return steps.eval_step(params, batch, graphdef=graphdef)
+
+
 def build(config: ml_collections.ConfigDict, total_steps: int,
           mesh=None) -> tuple[Experiment, steps.TrainState]:
   """The experiment of `config` and its initial state, replicated over `mesh`.
@@ -143,10 +204,9 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
   graphdef, params = model_setup.create_model(model_cfg, config.seed)
   num_params = models.count_params(params)
   config_checks.check_param_count(num_params, config)
-  optimizer = lambda steps_in_run: make_optimizer(
-      config, learning_rate_schedule(config, steps_in_run))
-  schedule = learning_rate_schedule(config, total_steps)  # the host's, for the logs
-  tx = make_optimizer(config, schedule)
+  optimizer = OptimizerSettings.of(config)
+  schedule = learning_rate_schedule(optimizer, total_steps)  # the host's, for the logs
+  tx = make_optimizer(optimizer, schedule)
   # The partial-products head: trained beside the model, never part of it.
   head_graphdef, head_params, digits = None, None, 0
   if config.partial_products_weight > 0:
@@ -157,26 +217,19 @@ def build(config: ml_collections.ConfigDict, total_steps: int,
       init_state(params, tx, config.seed, config.ema_decay, head_params), mesh)
   replicated = sharding.replicated(mesh)
   batch_sharded = sharding.batch_sharded(mesh)
-
-  # The run's length is the step's third input, not a constant in its program:
-  # runs of one model that differ only in length (max_epochs, max_steps)
-  # compile one program, which the persistent compilation cache then serves.
-  def train_step_of_run(state, batch, steps_in_run):
-    return steps.train_step(state, batch, graphdef=graphdef, tx=optimizer(steps_in_run),
-                            label_smoothing=config.label_smoothing,
-                            skip_nonfinite=config.skip_nonfinite_steps,
-                            ema_decay=config.ema_decay, head_graphdef=head_graphdef,
-                            partial_products_weight=config.partial_products_weight)
-
-  compiled_train_step = jax.jit(train_step_of_run,
+  settings = TrainStepSettings(
+      graphdef=graphdef, optimizer=optimizer, label_smoothing=config.label_smoothing,
+      skip_nonfinite=config.skip_nonfinite_steps, ema_decay=config.ema_decay,
+      head_graphdef=head_graphdef, partial_products_weight=config.partial_products_weight)
+  compiled_train_step = jax.jit(_train_step_of_run, static_argnums=(3,),
                                 in_shardings=(replicated, batch_sharded, replicated),
                                 out_shardings=(replicated, replicated),
                                 donate_argnums=(0,))
   steps_in_run = sharding.put_replicated(jnp.int32(total_steps), mesh)
-  train_step = lambda state, batch: compiled_train_step(state, batch, steps_in_run)
-  eval_step = jax.jit(functools.partial(steps.eval_step, graphdef=graphdef),
-                      in_shardings=(replicated, batch_sharded),
-                      out_shardings=replicated)
+  train_step = lambda state, batch: compiled_train_step(state, batch, steps_in_run, settings)
+  compiled_eval_step = jax.jit(_eval_step, static_argnums=(2,),
+                               in_shardings=(replicated, batch_sharded), out_shardings=replicated)
+  eval_step = lambda params, batch: compiled_eval_step(params, batch, graphdef)
   experiment = Experiment(config=config, mesh=mesh, vocab=vocab, model_cfg=model_cfg,
                           graphdef=graphdef, num_params=num_params, schedule=schedule,
                           train_step=train_step, eval_step=eval_step,

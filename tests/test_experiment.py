@@ -7,11 +7,16 @@ from jax import monitoring
 
 from polyflax import config_files, experiment
 
+# Events of JAX's compilation: a program asked for (and then looked up in
+# the persistent cache), found there, or not found there and compiled.
+COMPILE_REQUEST = "/jax/compilation_cache/compile_requests_use_cache"
 CACHE_HIT = "/jax/compilation_cache/cache_hits"
+CACHE_MISS = "/jax/compilation_cache/cache_misses"
 
 
 def test_the_schedule_is_optaxs_warmup_then_cosine_whether_its_length_is_known_or_traced():
-  config = config_files.tiny("unused", warmup_steps=3, lr_final_fraction=0.1)
+  config = experiment.OptimizerSettings.of(
+      config_files.tiny("unused", warmup_steps=3, lr_final_fraction=0.1))
   total_steps, peak = 20, config.learning_rate
   reference = optax.join_schedules(
       [optax.linear_schedule(0.0, peak, 3),
@@ -29,19 +34,26 @@ def test_the_schedule_is_optaxs_warmup_then_cosine_whether_its_length_is_known_o
 
 
 def test_runs_of_other_lengths_share_one_compiled_train_step():
-  # conftest.py turns the persistent compilation cache on: a second run whose
-  # step compiled to the same program finds it there.
   config = config_files.tiny("unused")
   events = []
   listener = lambda name, **kwargs: events.append(name)
+
+  def compile_events(total_steps):
+    built, state = experiment.build(config, total_steps=total_steps)
+    events.clear()
+    experiment.compile_train_step(built, state, [(config.batch_size, 32)])
+    return {name: events.count(name) for name in (COMPILE_REQUEST, CACHE_HIT, CACHE_MISS)}
+
   monitoring.register_event_listener(listener)
   try:
-    hits = {}
-    for total_steps in (30, 77):
-      built, state = experiment.build(config, total_steps=total_steps)
-      events.clear()
-      experiment.compile_train_step(built, state, [(config.batch_size, 32)])
-      hits[total_steps] = events.count(CACHE_HIT)
+    compile_events(30)
+    # In the same process JAX keeps the program: a run of another length compiles nothing.
+    in_process = compile_events(77)
+    # In another process (here: JAX's caches cleared) the persistent compilation
+    # cache, which conftest.py turns on, serves every program the step needs.
+    jax.clear_caches()
+    from_disk = compile_events(51)
   finally:
     monitoring.unregister_event_listener(listener)
-  assert hits[77] == 1, hits
+  assert in_process[COMPILE_REQUEST] == 0, in_process
+  assert from_disk[CACHE_HIT] >= 1 and from_disk[CACHE_MISS] == 0, from_disk

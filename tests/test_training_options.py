@@ -228,6 +228,9 @@ def test_fast_dev_run_runs_one_training_and_one_validation_batch(data_dir, tmp_p
     return cross_entropy_sums(logits, targets, example_mask, *args, **kwargs)
 
   monkeypatch.setattr(metrics_lib, "cross_entropy_sums", counted)
+  # The steps must be traced again with the counting loss: JAX would reuse a
+  # program an earlier test in this process compiled for the tiny model.
+  jax.clear_caches()
   # Validation batches of 8: the 80 validation lines would make 10.
   config = tiny_config(data_dir, fast_dev_run=True, eval_batch_size=8)
   metrics = train.train_and_evaluate(config, str(tmp_path / "dev"))
