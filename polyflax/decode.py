@@ -23,7 +23,6 @@ with the model state replicated and the batch sharded over the mesh.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable, NamedTuple, Sequence
 
@@ -232,7 +231,8 @@ def _with_unknown_confidence(decode_fn: Callable) -> Callable:
   return decode_without_confidence
 
 
-def _search(graphdef, params, inputs, search: Callable, settings: tuple) -> tuple[jax.Array, jax.Array]:
+def _search(graphdef, params, inputs, search: Callable,
+            settings: tuple) -> tuple[jax.Array, jax.Array]:
   """`search(graphdef, params, inputs, **dict(settings))`: the decoder's compiled function."""
   return search(graphdef, params, inputs, **dict(settings))
 

@@ -19,7 +19,6 @@ never imports this module.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import jax
