@@ -16,7 +16,9 @@ from random_models import VOCAB_SIZE, apply, random_inputs, random_model, small_
 
 VOCAB = vocab_lib.Vocab.default()
 MAX_LEN = 16  # of the confidence tests' model
-ROWS = 12  # of the confidence tests' inputs: one batch shape, so they share programs
+# Rows of the confidence tests' inputs: one batch shape, so the tests share programs;
+# the batched decoder cuts them into three batches (two of the longer bucket).
+ROWS = 16
 
 
 # ---------------------------------------------------------------------------
@@ -265,6 +267,7 @@ def test_the_decoder_returns_each_rows_confidence_in_row_order(beam_size):
   decoder = decode.Decoder(graphdef, params, VOCAB, sharding.make_mesh(), max_len=MAX_LEN,
                            beam_size=beam_size,
                            batching=bucketing.Batching(buckets=(8, MAX_LEN)))
+  assert len(decoder.batches(inputs, 4)) == 3  # rows come back from several batches
   texts, confidences = decoder.decode_ids_with_confidence(inputs, batch_size=4)
   if beam_size == 1:
     direct = _jit(decode.greedy_decode, max_len=MAX_LEN, with_confidence=True)
