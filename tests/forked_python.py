@@ -167,7 +167,14 @@ def _run_child(request, kept_names):
       import traceback  # pylint: disable=g-import-not-at-top
       traceback.print_exc()
       code = 1
+    # Python's own exit, in its order: wait for the threads that are not
+    # daemons, after threading's exit callbacks (concurrent.futures stops its
+    # process pools there), then the atexit functions (multiprocessing joins
+    # its children there). Without the first, a pool's worker was never told
+    # to stop and its command waited for it forever.
     import atexit  # pylint: disable=g-import-not-at-top
+    import threading  # pylint: disable=g-import-not-at-top
+    threading._shutdown()  # pylint: disable=protected-access
     atexit._run_exitfuncs()  # pylint: disable=protected-access
     for stream in (sys.stdout, sys.stderr):
       try:

@@ -53,6 +53,29 @@ def test_a_script_is_forked_from_the_server_and_ends_with_its_own_status(tmp_pat
   assert process.returncode == 3 and err == "after the pids\n" and out == ""
 
 
+# Ends as Python does: after its threads that are not daemons, and after
+# threading's exit callbacks, which come before atexit's.
+EXIT_SCRIPT = """
+import atexit, threading, time
+atexit.register(print, "atexit")
+threading._register_atexit(print, "threading's exit callback")
+def late():
+  time.sleep(0.5)
+  print("thread done", flush=True)
+threading.Thread(target=late).start()
+"""
+
+
+def test_a_forked_script_ends_as_python_does(tmp_path):
+  script = tmp_path / "exit.py"
+  script.write_text(EXIT_SCRIPT, encoding="utf-8")
+  outputs = [subprocess.run([python, str(script)], capture_output=True, text=True,
+                            timeout=60).stdout
+             for python in (sys.executable, forked_python.interpreter())]
+  assert outputs[0] == "threading's exit callback\nthread done\natexit\n"
+  assert outputs[1] == outputs[0]
+
+
 def test_pythonunbuffered_writes_through_as_python_does(tmp_path):
   process = _start(tmp_path, env=dict(os.environ, PYTHONUNBUFFERED="1"))
   try:
