@@ -13,15 +13,24 @@ from typing import NamedTuple
 
 import pytest
 
+import suite_cache
 from xla_flags import TEST_OPTIMISATION
 
-# One persistent compilation cache for the whole test run, shared with the
-# subprocesses tests start: the tiny config's steps then compile once.
-# Set before jax is first imported.
-# A folder this session makes is removed when the session's process exits.
+# One persistent compilation cache for the tests and the subprocesses they
+# start, kept from one run of the suite to the next (tests/suite_cache.py):
+# the tiny config's steps compile once, and a later run loads them. Set
+# before jax is first imported; the workers inherit it. A folder named in
+# JAX_COMPILATION_CACHE_DIR is used as it is: a fresh one times the suite
+# as a new machine runs it. Where the user's cache folder cannot be made,
+# this session keeps a folder of its own and removes it when it exits.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="polyflax-jax-cache-")
-  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+  try:
+    os.makedirs(suite_cache.folder(), mode=0o700, exist_ok=True)
+    suite_cache.prune(suite_cache.folder())
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = suite_cache.folder()
+  except OSError:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="polyflax-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
