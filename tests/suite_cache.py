@@ -25,7 +25,8 @@ import os
 
 FOLDER_NAME = "tests-jax"
 # Past this size a session's start removes the entries used least recently
-# until PRUNED_BYTES are left. One version of the code fills about 12 MB.
+# until PRUNED_BYTES are left; docs/testing.md says how much one version of
+# the code fills.
 MAX_BYTES = 1 << 30
 PRUNED_BYTES = 1 << 29
 
