@@ -31,9 +31,9 @@ MAX_BYTES = 1 << 30
 PRUNED_BYTES = 1 << 29
 
 
-def folder(environ=os.environ) -> str:
+def folder() -> str:
   """$XDG_CACHE_HOME/polyflax/tests-jax, by default ~/.cache/polyflax/tests-jax."""
-  base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "polyflax", FOLDER_NAME)
 
 
